@@ -1,0 +1,3 @@
+//! Clocks and conflict-free replicated data types.
+
+pub mod hlc;

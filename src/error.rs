@@ -1,0 +1,268 @@
+//! The one error type of TidalDb.
+//!
+//! Every variant is something a caller can act on, and carries the field,
+//! limit, path or offset involved. Input errors are raised before anything
+//! reaches the log, so a refused write leaves the database unchanged.
+
+use std::path::PathBuf;
+
+use crate::types::{EntityId, EntityKind, Epoch, SessionId, ShardId};
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = TidalError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in TidalDb.
+///
+/// ```
+/// use tidal::TidalError;
+/// let e = TidalError::ReadOnly;
+/// assert!(e.to_string().contains("read-only"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TidalError {
+    // ----- bad input (the database is unchanged) -----
+    /// A weight (or another float input) was NaN or infinite.
+    #[error("{field} must be a finite number, got {value}")]
+    NonFinite {
+        /// Which input field.
+        field: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// A signal type name not registered in `Config`.
+    #[error("unknown signal type {name:?}: register it in Config::signal_type")]
+    UnknownSignalType {
+        /// The name given.
+        name: String,
+    },
+    /// A name, key or value was empty.
+    #[error("{field} must not be empty")]
+    Empty {
+        /// Which input field (`signal_type`, `metadata key`, `metadata value`, ...).
+        field: &'static str,
+    },
+    /// A name, key or value was longer than its limit.
+    #[error("{field} is {len} bytes, over the limit of {limit} bytes")]
+    TooLong {
+        /// Which input field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes (a `Config` limit).
+        limit: usize,
+    },
+    /// More metadata fields than `Config::max_metadata_fields` on one entity.
+    #[error("entity {id} would hold {count} metadata fields, over the limit of {limit}")]
+    TooManyFields {
+        /// The entity.
+        id: EntityId,
+        /// Fields it would hold.
+        count: usize,
+        /// `Config::max_metadata_fields`.
+        limit: usize,
+    },
+    /// An embedding or query vector of the wrong dimension.
+    #[error("{field} has dimension {got}, the database's dimension is {expected}")]
+    DimensionMismatch {
+        /// Which input field.
+        field: &'static str,
+        /// The configured dimension.
+        expected: usize,
+        /// The dimension given.
+        got: usize,
+    },
+    /// An embedding or query vector that is all zeros (it has no direction).
+    #[error("{field} is all zeros and has no direction for cosine similarity")]
+    ZeroVector {
+        /// Which input field.
+        field: &'static str,
+    },
+    /// An embedding or query vector holding NaN or infinity.
+    #[error("{field}[{index}] is not finite")]
+    NonFiniteVector {
+        /// Which input field.
+        field: &'static str,
+        /// The first bad component.
+        index: usize,
+    },
+    /// A timestamp further ahead of the node's clock than `Config::max_future_skew`.
+    #[error("{field} {at_ms} ms is {ahead_ms} ms ahead of the clock, over max_future_skew of {limit_ms} ms")]
+    TimestampTooFarAhead {
+        /// Which input field.
+        field: &'static str,
+        /// The timestamp given.
+        at_ms: u64,
+        /// How far ahead of the clock it is.
+        ahead_ms: u64,
+        /// `Config::max_future_skew` in milliseconds.
+        limit_ms: u64,
+    },
+    /// An id already used by the other kind (items and creators share one id space).
+    #[error("entity {id} is a {existing:?} and cannot be written as a {requested:?}")]
+    KindMismatch {
+        /// The id.
+        id: EntityId,
+        /// The kind it already has.
+        existing: EntityKind,
+        /// The kind the write asked for.
+        requested: EntityKind,
+    },
+    /// An event or close naming a session that was never opened (or was dropped).
+    #[error("session {session} is unknown")]
+    UnknownSession {
+        /// The session.
+        session: SessionId,
+    },
+    /// An event or close naming a session that is already closed.
+    #[error("session {session} is closed")]
+    SessionClosed {
+        /// The session.
+        session: SessionId,
+    },
+    /// `open_session` on a session id that already exists.
+    #[error("session {session} is already open or was used before")]
+    SessionExists {
+        /// The session.
+        session: SessionId,
+    },
+    /// A session holding `Config::max_session_events` events.
+    #[error("session {session} holds {limit} events, the limit")]
+    SessionFull {
+        /// The session.
+        session: SessionId,
+        /// `Config::max_session_events`.
+        limit: u32,
+    },
+    /// A batch with more records than `Config::max_batch_records`, or an empty one.
+    #[error("a batch holds {records} records; it must hold 1 to {limit}")]
+    BatchSize {
+        /// Records in the batch.
+        records: usize,
+        /// `Config::max_batch_records`.
+        limit: usize,
+    },
+    /// An entity (or a session's user) that routes to another shard.
+    #[error("{field} {id} belongs to shard {owner}, this node serves shard {this}")]
+    WrongShard {
+        /// Which input field (`entity`, `user`, ...).
+        field: &'static str,
+        /// The id.
+        id: u64,
+        /// The shard that owns it.
+        owner: ShardId,
+        /// The shard this node serves.
+        this: ShardId,
+    },
+    /// A `Config` that cannot describe a database.
+    #[error("invalid config: {field}: {reason}")]
+    InvalidConfig {
+        /// The config field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    // ----- opening -----
+    /// The `Config` identity differs from the one in `META`.
+    #[error("config {field} is {given} but the database at this path was created with {stored}")]
+    ConfigMismatch {
+        /// The identity field that differs.
+        field: &'static str,
+        /// The value stored in `META`.
+        stored: String,
+        /// The value in the `Config`.
+        given: String,
+    },
+    /// Another process (or another open in this one) holds the data directory.
+    #[error("data directory {path} is locked by another open database")]
+    Locked {
+        /// The `LOCK` file.
+        path: PathBuf,
+    },
+    /// The persisted role, `config.cluster.role` and the open called disagree.
+    #[error("role mismatch: {reason}")]
+    RoleMismatch {
+        /// What disagrees.
+        reason: String,
+    },
+
+    // ----- storage -----
+    /// An I/O error from the storage seam.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation (`open`, `write`, `sync`, ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Damaged data on disk that recovery must not skip over.
+    #[error("corruption in {path} at offset {offset}: {reason}")]
+    Corruption {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte offset of the damage.
+        offset: u64,
+        /// What was found.
+        reason: String,
+    },
+    /// An earlier write or sync failed: the database refuses writes until reopened.
+    #[error("database poisoned by an earlier failure ({cause}); reopen it to recover")]
+    Poisoned {
+        /// The failure that poisoned the database.
+        cause: String,
+    },
+    /// The database is closing or closed.
+    #[error("database is closed")]
+    Closed,
+
+    // ----- roles and replication -----
+    /// A write on a follower opened through `AnyDb`.
+    #[error("this node is a follower and read-only; send writes to the shard's leader")]
+    ReadOnly,
+    /// A leader that learned of a higher epoch.
+    #[error("fenced: epoch {seen} is above this leader's epoch {ours}")]
+    Fenced {
+        /// This node's epoch.
+        ours: Epoch,
+        /// The higher epoch seen.
+        seen: Epoch,
+    },
+    /// A remote clock further ahead than `max_drift`.
+    #[error("remote clock {remote_ms} ms is {ahead_ms} ms ahead, over max drift {limit_ms} ms")]
+    ClockSkew {
+        /// The remote physical time.
+        remote_ms: u64,
+        /// How far ahead it is.
+        ahead_ms: u64,
+        /// The allowed drift.
+        limit_ms: u64,
+    },
+}
+
+impl TidalError {
+    /// Wraps an I/O error with the operation and path it came from.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        TidalError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A corruption error.
+    pub(crate) fn corruption(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        TidalError::Corruption {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Roles are types: `TidalDb<Single>`, `TidalDb<Leader>`, `TidalDb<Follower>`.
+//!
+//! Write methods carry a `where R: Writable` bound, so a write on a follower
+//! does not compile, and rustc names the mistake. `Role` is sealed: only
+//! these three roles exist, and code outside the crate cannot add one.
+
+use static_assertions::{assert_impl_all, assert_not_impl_any};
+
+use crate::config::NodeRole;
+use crate::db::{AnyDb, TidalDb};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A node's role. Sealed: implemented only by [`Single`], [`Leader`] and
+/// [`Follower`].
+pub trait Role: sealed::Sealed + Send + Sync + 'static {
+    /// The run-time name of the role.
+    const NODE_ROLE: NodeRole;
+}
+
+/// A role that takes writes: [`Single`] and [`Leader`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is a read-only role: writes need a `TidalDb<Single>` or a `TidalDb<Leader>`",
+    label = "this database is read-only",
+    note = "send writes to the shard's leader, or use `AnyDb` to get `TidalError::ReadOnly` at run time"
+)]
+pub trait Writable: Role {}
+
+/// A writable node without replication: the embedded default.
+#[derive(Debug)]
+pub struct Single;
+
+/// The writable node of a shard; it ships its log to followers.
+#[derive(Debug)]
+pub struct Leader {
+    pub(crate) _private: (),
+}
+
+/// A read-only replica that receives its leader's log.
+#[derive(Debug)]
+pub struct Follower {
+    pub(crate) _private: (),
+}
+
+impl sealed::Sealed for Single {}
+impl sealed::Sealed for Leader {}
+impl sealed::Sealed for Follower {}
+
+impl Role for Single {
+    const NODE_ROLE: NodeRole = NodeRole::Single;
+}
+impl Role for Leader {
+    const NODE_ROLE: NodeRole = NodeRole::Leader;
+}
+impl Role for Follower {
+    const NODE_ROLE: NodeRole = NodeRole::Follower;
+}
+
+impl Writable for Single {}
+impl Writable for Leader {}
+
+assert_impl_all!(TidalDb<Single>: Send, Sync);
+assert_impl_all!(TidalDb<Leader>: Send, Sync);
+assert_impl_all!(TidalDb<Follower>: Send, Sync);
+assert_impl_all!(AnyDb: Send, Sync);
+assert_impl_all!(Single: Writable);
+assert_impl_all!(Leader: Writable);
+assert_not_impl_any!(Follower: Writable);

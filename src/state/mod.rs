@@ -1,0 +1,1 @@
+//! The in-memory state machine. It knows nothing of files or sockets.

@@ -1,0 +1,138 @@
+//! The storage seam: every file the database touches (log, snapshots,
+//! `META`, `LOCK`) goes through [`Storage`].
+//!
+//! [`RealStorage`] is `std::fs`. [`SimStorage`] keeps files in memory,
+//! separates what was written from what was synced, and can crash (throwing
+//! away unsynced writes and directory entries) or fail any call: that is how
+//! the tests prove that no acknowledged write depends on an fsync that was
+//! never made.
+//!
+//! The contract mirrors POSIX: data written to a file is durable after
+//! `sync_data` on that file; a file's existence, name or removal is durable
+//! after `sync_dir` on its parent directory.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+mod real;
+mod sim;
+
+pub use real::RealStorage;
+pub use sim::{CrashMode, FaultKind, SimStorage};
+
+/// How to open a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read only; the file must exist.
+    Read,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read and write a new file; fails with `AlreadyExists` if it exists.
+    CreateNew,
+}
+
+/// A file-system: the one way the database reaches the disk.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Creates a directory and its parents (like `mkdir -p`).
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// The names of the entries of a directory (`NotFound` if it is missing).
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Whether a file or directory exists.
+    fn exists(&self, path: &Path) -> bool;
+    /// Opens a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>>;
+    /// Renames a file, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes the entries of a directory (creations, renames, removals) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on a file (created if missing); `WouldBlock`
+    /// if another holder has it. The lock is released when the guard drops.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn StorageLock>>;
+}
+
+/// An open file. Positional I/O, so one file can be read while it is written.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// The file's length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read
+    /// (0 at end of file).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `offset`, extending the file if needed.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes the file's data durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Sets the file's length (truncating or zero-extending).
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Fills `buf` from `offset`, or fails with `UnexpectedEof`.
+    fn read_exact_at(&self, buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.read_at(&mut buf[done..], offset)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file ended before the requested range",
+                ));
+            }
+            done += n;
+            offset += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads the whole file.
+    fn read_all(&self) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(self.len()?)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
+        let mut buf = vec![0u8; len];
+        self.read_exact_at(&mut buf, 0)?;
+        Ok(buf)
+    }
+}
+
+/// Holds an exclusive lock until dropped.
+pub trait StorageLock: Send + Sync + fmt::Debug {}
+
+/// Writes `bytes` to `path` atomically and durably: a temporary file is
+/// written and synced, renamed over `path`, and the directory synced.
+pub(crate) fn write_file_atomic(
+    storage: &dyn Storage,
+    path: &Path,
+    bytes: &[u8],
+) -> crate::Result<()> {
+    use crate::TidalError;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    if storage.exists(&tmp) {
+        storage
+            .remove_file(&tmp)
+            .map_err(|e| TidalError::io("remove", &tmp, e))?;
+    }
+    let f = storage
+        .open(&tmp, OpenMode::CreateNew)
+        .map_err(|e| TidalError::io("create", &tmp, e))?;
+    f.write_all_at(bytes, 0)
+        .map_err(|e| TidalError::io("write", &tmp, e))?;
+    f.sync_data().map_err(|e| TidalError::io("sync", &tmp, e))?;
+    drop(f);
+    storage
+        .rename(&tmp, path)
+        .map_err(|e| TidalError::io("rename", &tmp, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| TidalError::io("sync dir", dir, e))?;
+    Ok(())
+}
+
+/// Reads a whole file through the seam.
+pub(crate) fn read_file(storage: &dyn Storage, path: &Path) -> crate::Result<Vec<u8>> {
+    let f = storage
+        .open(path, OpenMode::Read)
+        .map_err(|e| crate::TidalError::io("open", path, e))?;
+    f.read_all()
+        .map_err(|e| crate::TidalError::io("read", path, e))
+}

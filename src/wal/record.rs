@@ -1,0 +1,104 @@
+//! The records of the log. One record takes one SeqNo.
+//!
+//! Records are produced by the sequencer only after validation, so applying
+//! one never fails (at replay too). Signal types travel as their id (the
+//! registration order in `Config`, pinned by `META`).
+
+use crate::crdt::hlc::Hlc;
+use crate::types::{EntityId, EntityKind, Epoch, NodeId, SessionId, Timestamp, UserId};
+
+/// One logged operation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    /// Opens an epoch: the first record of every epoch. The node's role and
+    /// epoch are derived from these when it opens.
+    EpochStart {
+        /// The epoch that starts here.
+        epoch: Epoch,
+        /// The node that leads it (part of every later record's stamp).
+        leader_node: NodeId,
+        /// The leader's HLC when the epoch started.
+        hlc: Hlc,
+        /// Whether the epoch is led by a replicating leader (`true`) or a
+        /// Single node (`false`).
+        replicated: bool,
+    },
+    /// A signal applied to an entity's score and count.
+    Signal {
+        /// Signal type id.
+        signal_type: u16,
+        /// The entity.
+        entity: EntityId,
+        /// Finite weight; negative for skips.
+        weight: f64,
+        /// Event time.
+        at: Timestamp,
+    },
+    /// Upserts an entity's metadata fields (each field last-writer-wins by
+    /// the record's stamp). Also fixes the id's kind.
+    Upsert {
+        /// Item or creator.
+        kind: EntityKind,
+        /// The entity.
+        id: EntityId,
+        /// For items: the creator, if given (replaces the previous one).
+        creator: Option<EntityId>,
+        /// Fields to set.
+        fields: Vec<(String, String)>,
+    },
+    /// Sets an entity's embedding (already normalized to unit length).
+    Embedding {
+        /// Item or creator.
+        kind: EntityKind,
+        /// The entity.
+        id: EntityId,
+        /// Unit-length vector of the database's dimension.
+        vector: Vec<f32>,
+    },
+    /// A tombstone: removes the entity from every read.
+    Delete {
+        /// Item or creator.
+        kind: EntityKind,
+        /// The entity.
+        id: EntityId,
+    },
+    /// Opens a session.
+    OpenSession {
+        /// The session.
+        session: SessionId,
+        /// Its user.
+        user: UserId,
+        /// When it opened.
+        at: Timestamp,
+    },
+    /// One event of a session, numbered from 1 within the session.
+    SessionEvent {
+        /// The session.
+        session: SessionId,
+        /// The event's number in its session.
+        seq: u32,
+        /// The entity the event is about.
+        entity: EntityId,
+        /// Signal type id.
+        signal_type: u16,
+        /// Finite weight; negative makes the entity a hard negative of the user.
+        weight: f64,
+        /// Event time.
+        at: Timestamp,
+        /// Whether the entity is on this shard, so the event also applies
+        /// as a signal here.
+        apply_signal: bool,
+    },
+    /// Closes a session.
+    CloseSession {
+        /// The session.
+        session: SessionId,
+        /// When it closed.
+        at: Timestamp,
+    },
+    /// Removes a user's sessions and hard negatives.
+    DeleteUser {
+        /// The user.
+        user: UserId,
+    },
+}
