@@ -152,6 +152,8 @@ pub struct Limits {
     pub commit_queue_depth: usize,
     /// Most events in one session: a session is one visit, not a history.
     pub max_session_events: u32,
+    /// Largest `k` of a retrieve or search: results are built in memory.
+    pub max_results: usize,
 }
 
 impl Default for Limits {
@@ -164,6 +166,7 @@ impl Default for Limits {
             max_batch_records: 100_000,
             commit_queue_depth: 4_096,
             max_session_events: 100_000,
+            max_results: 10_000,
         }
     }
 }
@@ -326,6 +329,7 @@ impl Config {
             ("limits.max_metadata_fields", l.max_metadata_fields),
             ("limits.max_batch_records", l.max_batch_records),
             ("limits.commit_queue_depth", l.commit_queue_depth),
+            ("limits.max_results", l.max_results),
         ] {
             if v == 0 {
                 return bad(field, "must be above zero");

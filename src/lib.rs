@@ -8,15 +8,30 @@ pub mod config;
 pub mod crdt;
 pub mod db;
 pub mod error;
+pub mod meta;
+pub mod query;
 pub mod role;
+pub mod shard;
+pub mod snapshot;
 pub mod state;
 pub mod storage;
 pub mod types;
 pub mod wal;
 
-pub use config::{ClusterConfig, Config, ConfigBuilder, Durability, Limits, NodeRole, RecoveryMode, SignalTypeConfig};
+pub use config::{
+    ClusterConfig, Config, ConfigBuilder, Durability, Limits, NodeRole, RecoveryMode,
+    SignalTypeConfig,
+};
 pub use crdt::hlc::{Hlc, HlcClock, ManualClock, PhysicalClock, SystemClock};
-pub use db::{AnyDb, TidalDb};
+pub use db::core::RecoveryReport;
+pub use db::{AnyDb, SessionEvent, Status, TidalDb, WriteBatch};
 pub use error::{Result, TidalError};
+pub use query::{Filter, Retrieve, Scored, Search};
 pub use role::{Follower, Leader, Role, Single, Writable};
-pub use types::{EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, SessionId, ShardId, Timestamp, UserId};
+pub use shard::ShardRouter;
+pub use state::entities::{Creator, Item};
+pub use state::sessions::SessionInfo;
+pub use storage::{RealStorage, SimStorage, Storage};
+pub use types::{
+    EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, SessionId, ShardId, Timestamp, UserId,
+};

@@ -1,1 +1,333 @@
 //! The in-memory state machine. It knows nothing of files or sockets.
+//!
+//! [`State::apply_batch`] is the one function that turns logged records
+//! into state, used by the group committer, by recovery, and (later) by
+//! followers: records were validated before they were logged, so applying
+//! never fails, and two replicas applying the same batches hold the same
+//! bits.
+
+use std::sync::Arc;
+
+pub mod entities;
+pub mod sessions;
+pub mod signals;
+pub mod vectors;
+
+use crate::codec::{DecodeError, Put, Reader};
+use crate::crdt::hlc::Hlc;
+use crate::query::Filter;
+use crate::types::{EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, Timestamp};
+use crate::wal::format::BatchMeta;
+use crate::wal::record::Record;
+use entities::{EntityStore, Stamp};
+use sessions::{EventRecord, SessionStore};
+use signals::SignalStore;
+use vectors::VectorStore;
+
+/// The state-machine parameters (part of the database identity in `META`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateParams {
+    /// Half-life of each signal type, by type id.
+    pub half_lives_ms: Vec<u64>,
+    /// Half-lives between landmark moves.
+    pub landmark_half_lives: u32,
+    /// Entries below this magnitude are dropped when the landmark moves.
+    pub score_floor: f64,
+    /// Closed sessions older than this (log time) are dropped.
+    pub session_retention_ms: u64,
+    /// Embedding dimension.
+    pub dimension: usize,
+}
+
+/// One epoch of the log's history: rebuilt from `EpochStart` records and
+/// kept in snapshots, so every replica knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochEntry {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// SeqNo of its `EpochStart` record.
+    pub start: SeqNo,
+    /// The node that led it.
+    pub leader_node: NodeId,
+    /// Led by a replicating leader (`true`) or a Single node.
+    pub replicated: bool,
+}
+
+/// Snapshot section ids. New sections get new ids; readers skip unknown ones.
+pub(crate) mod section {
+    pub const HEADER: u16 = 1;
+    pub const SIGNALS: u16 = 2;
+    pub const ENTITIES: u16 = 3;
+    pub const VECTORS: u16 = 4;
+    pub const SESSIONS: u16 = 5;
+}
+
+/// The whole in-memory state of a shard.
+#[derive(Clone, Debug)]
+pub struct State {
+    params: Arc<StateParams>,
+    pub(crate) signals: SignalStore,
+    pub(crate) entities: EntityStore,
+    pub(crate) vectors: VectorStore,
+    pub(crate) sessions: SessionStore,
+    pub(crate) epochs: Vec<EpochEntry>,
+    pub(crate) applied: Position,
+    pub(crate) last_hlc: Hlc,
+}
+
+impl State {
+    /// An empty state.
+    pub fn new(params: StateParams) -> State {
+        State {
+            signals: SignalStore::new(
+                &params.half_lives_ms,
+                params.landmark_half_lives,
+                params.score_floor,
+            ),
+            entities: EntityStore::new(),
+            vectors: VectorStore::new(params.dimension),
+            sessions: SessionStore::new(),
+            epochs: Vec::new(),
+            applied: Position::default(),
+            last_hlc: Hlc::default(),
+            params: Arc::new(params),
+        }
+    }
+
+    /// The last applied record.
+    pub fn applied(&self) -> Position {
+        self.applied
+    }
+
+    /// The highest batch HLC applied.
+    pub fn last_hlc(&self) -> Hlc {
+        self.last_hlc
+    }
+
+    /// The epoch history, oldest first.
+    pub fn epochs(&self) -> &[EpochEntry] {
+        &self.epochs
+    }
+
+    /// Applies one logged batch. Never fails: records were validated before
+    /// they were logged (and decoding refuses anything apply could not take).
+    pub fn apply_batch(&mut self, meta: &BatchMeta, records: &[Record]) {
+        let log_ms = meta.hlc.physical_ms();
+        self.signals.advance_landmarks(log_ms);
+        self.sessions
+            .expire(log_ms, self.params.session_retention_ms);
+        for (i, record) in records.iter().enumerate() {
+            let seqno = SeqNo(meta.first_seqno.0 + i as u64);
+            self.apply_record(meta, seqno, record);
+        }
+        self.applied = Position::new(meta.epoch, meta.last_seqno());
+        self.last_hlc = self.last_hlc.max(meta.hlc);
+    }
+
+    fn apply_record(&mut self, meta: &BatchMeta, seqno: SeqNo, record: &Record) {
+        let node = self.epochs.last().map(|e| e.leader_node).unwrap_or_default();
+        let stamp = Stamp {
+            hlc: meta.hlc,
+            node,
+            seqno,
+        };
+        match record {
+            Record::EpochStart {
+                epoch,
+                leader_node,
+                replicated,
+                ..
+            } => self.epochs.push(EpochEntry {
+                epoch: *epoch,
+                start: seqno,
+                leader_node: *leader_node,
+                replicated: *replicated,
+            }),
+            Record::Signal {
+                signal_type,
+                entity,
+                weight,
+                at,
+            } => self.signals.add(*signal_type, *entity, *weight, *at),
+            Record::Upsert {
+                kind,
+                id,
+                creator,
+                fields,
+            } => self.entities.upsert(*kind, *id, *creator, fields, stamp),
+            Record::Embedding { kind, id, vector } => {
+                // An embedding binds the id's kind, like metadata does.
+                self.entities.upsert(*kind, *id, None, &[], stamp);
+                self.vectors.set(*kind, *id, vector);
+            }
+            Record::Delete { kind, id } => {
+                self.entities.delete(*kind, *id, stamp);
+                self.vectors.remove(*id);
+                self.signals.remove_entity(*id);
+            }
+            Record::OpenSession { session, user, at } => self.sessions.open(*session, *user, *at),
+            Record::SessionEvent {
+                session,
+                seq,
+                entity,
+                signal_type,
+                weight,
+                at,
+                apply_signal,
+            } => {
+                self.sessions.record(
+                    *session,
+                    EventRecord {
+                        seq: *seq,
+                        entity: *entity,
+                        signal_type: *signal_type,
+                        weight: *weight,
+                        at: *at,
+                    },
+                );
+                if *apply_signal {
+                    self.signals.add(*signal_type, *entity, *weight, *at);
+                }
+            }
+            Record::CloseSession { session, at } => {
+                self.sessions.close(*session, *at, meta.hlc.physical_ms())
+            }
+            Record::DeleteUser { user } => self.sessions.delete_user(*user),
+        }
+    }
+
+    /// Whether `id` passes `filter` (kind, metadata, creator, exclusions).
+    pub fn accepts(&self, id: EntityId, filter: &Filter) -> bool {
+        let needs_entity =
+            filter.kind.is_some() || !filter.metadata.is_empty() || filter.creator.is_some();
+        if needs_entity
+            && !self
+                .entities
+                .matches(id, filter.kind, &filter.metadata, filter.creator)
+        {
+            return false;
+        }
+        if filter.exclude_ids.contains(&id) {
+            return false;
+        }
+        if let Some(s) = filter.exclude_seen
+            && self.sessions.has_seen(s, id)
+        {
+            return false;
+        }
+        if let Some(u) = filter.exclude_hard_negatives
+            && self.sessions.is_hard_negative(u, id)
+        {
+            return false;
+        }
+        true
+    }
+
+    /// Exact top-k of a blend of signal types at `at`, filtered.
+    pub fn retrieve(
+        &self,
+        blend: &[(u16, f64)],
+        at: Timestamp,
+        k: usize,
+        filter: &Filter,
+    ) -> Vec<(EntityId, f64)> {
+        self.signals
+            .top_k(blend, at, k, &mut |id| self.accepts(id, filter))
+    }
+
+    /// Exact cosine top-k over one kind's embeddings (query of unit length).
+    pub fn search(&self, kind: EntityKind, unit: &[f32], k: usize, filter: &Filter) -> Vec<(EntityId, f64)> {
+        self.vectors
+            .top_k(kind, unit, k, &mut |id| self.accepts(id, filter))
+    }
+
+    /// The snapshot sections of this state: `(id, version, bytes)`.
+    pub(crate) fn encode_sections(&self) -> Vec<(u16, u16, Vec<u8>)> {
+        let mut header = Vec::new();
+        header.put_u64(self.applied.epoch.0);
+        header.put_u64(self.applied.seqno.0);
+        header.put_u64(self.last_hlc.0);
+        header.put_u32(self.epochs.len() as u32);
+        for e in &self.epochs {
+            header.put_u64(e.epoch.0);
+            header.put_u64(e.start.0);
+            header.put_u64(e.leader_node.0);
+            header.put_u8(u8::from(e.replicated));
+        }
+        let mut signals = Vec::new();
+        self.signals.encode(&mut signals);
+        let mut entities = Vec::new();
+        self.entities.encode(&mut entities);
+        let mut vectors = Vec::new();
+        self.vectors.encode(&mut vectors);
+        let mut sessions = Vec::new();
+        self.sessions.encode(&mut sessions);
+        vec![
+            (section::HEADER, 1, header),
+            (section::SIGNALS, 1, signals),
+            (section::ENTITIES, 1, entities),
+            (section::VECTORS, 1, vectors),
+            (section::SESSIONS, 1, sessions),
+        ]
+    }
+
+    /// Rebuilds a state from snapshot sections. Unknown section ids are
+    /// skipped (a newer writer may add sections); a missing known section
+    /// or a bad one is an error.
+    pub(crate) fn decode_sections(
+        params: StateParams,
+        sections: &[(u16, u16, &[u8])],
+    ) -> Result<State, (u16, DecodeError)> {
+        let find = |id: u16| -> Result<Reader<'_>, (u16, DecodeError)> {
+            match sections.iter().find(|(sid, _, _)| *sid == id) {
+                Some((_, 1, bytes)) => Ok(Reader::new(bytes)),
+                Some((_, v, _)) => Err((
+                    id,
+                    DecodeError {
+                        offset: 0,
+                        reason: format!("section version {v} is not supported"),
+                    },
+                )),
+                None => Err((
+                    id,
+                    DecodeError {
+                        offset: 0,
+                        reason: "section missing".into(),
+                    },
+                )),
+            }
+        };
+        let mut st = State::new(params);
+        let p = st.params.clone();
+        let mut r = find(section::HEADER)?;
+        let e = |e: DecodeError| (section::HEADER, e);
+        let epoch = r.u64().map_err(e)?;
+        let seqno = r.u64().map_err(e)?;
+        st.applied = Position::new(Epoch(epoch), SeqNo(seqno));
+        st.last_hlc = Hlc(r.u64().map_err(e)?);
+        let n = r.count(25).map_err(e)?;
+        for _ in 0..n {
+            st.epochs.push(EpochEntry {
+                epoch: Epoch(r.u64().map_err(e)?),
+                start: SeqNo(r.u64().map_err(e)?),
+                leader_node: NodeId(r.u64().map_err(e)?),
+                replicated: r.u8().map_err(e)? != 0,
+            });
+        }
+        let mut r = find(section::SIGNALS)?;
+        st.signals = SignalStore::decode(
+            &mut r,
+            &p.half_lives_ms,
+            p.landmark_half_lives,
+            p.score_floor,
+        )
+        .map_err(|e| (section::SIGNALS, e))?;
+        let mut r = find(section::ENTITIES)?;
+        st.entities = EntityStore::decode(&mut r).map_err(|e| (section::ENTITIES, e))?;
+        let mut r = find(section::VECTORS)?;
+        st.vectors = VectorStore::decode(&mut r, p.dimension).map_err(|e| (section::VECTORS, e))?;
+        let mut r = find(section::SESSIONS)?;
+        st.sessions = SessionStore::decode(&mut r).map_err(|e| (section::SESSIONS, e))?;
+        Ok(st)
+    }
+}

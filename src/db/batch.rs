@@ -1,0 +1,201 @@
+//! `WriteBatch`: several writes applied atomically, in one log batch or not
+//! at all.
+
+use crate::types::{EntityId, EntityKind, SessionId, Timestamp, UserId};
+
+/// One write of a [`WriteBatch`].
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Op {
+    Signal {
+        signal_type: String,
+        entity: EntityId,
+        weight: f64,
+        at: Timestamp,
+    },
+    Upsert {
+        kind: EntityKind,
+        id: EntityId,
+        creator: Option<EntityId>,
+        fields: Vec<(String, String)>,
+    },
+    Embedding {
+        kind: EntityKind,
+        id: EntityId,
+        vector: Vec<f32>,
+    },
+    Delete {
+        kind: EntityKind,
+        id: EntityId,
+    },
+    OpenSession {
+        session: SessionId,
+        user: UserId,
+        at: Timestamp,
+    },
+    SessionEvent {
+        session: SessionId,
+        entity: EntityId,
+        signal_type: String,
+        weight: f64,
+        at: Timestamp,
+    },
+    CloseSession {
+        session: SessionId,
+        at: Timestamp,
+    },
+    DeleteUser {
+        user: UserId,
+    },
+}
+
+/// An atomic batch of writes: every write is validated against the state
+/// plus the writes before it in the batch, and either all of them reach the
+/// log in one batch or none does. [`TidalDb::write`](crate::TidalDb::write)
+/// returns the `Position` of its last record.
+///
+/// ```
+/// use tidal::{EntityId, SessionId, Timestamp, UserId, WriteBatch};
+/// let at = Timestamp(1_000);
+/// let batch = WriteBatch::new()
+///     .write_item(EntityId(1), None, &[("lang", "en")])
+///     .signal("like", EntityId(1), 1.0, at)
+///     .open_session(SessionId(9), UserId(3), at)
+///     .record_session_event(SessionId(9), EntityId(1), "like", 1.0, at);
+/// assert_eq!(batch.len(), 4);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriteBatch {
+    pub(crate) ops: Vec<Op>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> WriteBatch {
+        WriteBatch::default()
+    }
+
+    /// Writes in the batch.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch holds no write (writing it is refused).
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Adds a signal.
+    pub fn signal(mut self, signal_type: &str, entity: EntityId, weight: f64, at: Timestamp) -> Self {
+        self.ops.push(Op::Signal {
+            signal_type: signal_type.to_string(),
+            entity,
+            weight,
+            at,
+        });
+        self
+    }
+
+    /// Upserts an item's metadata (and its creator, if given).
+    pub fn write_item(mut self, id: EntityId, creator: Option<EntityId>, fields: &[(&str, &str)]) -> Self {
+        self.ops.push(Op::Upsert {
+            kind: EntityKind::Item,
+            id,
+            creator,
+            fields: owned_fields(fields),
+        });
+        self
+    }
+
+    /// Upserts a creator's metadata.
+    pub fn write_creator(mut self, id: EntityId, fields: &[(&str, &str)]) -> Self {
+        self.ops.push(Op::Upsert {
+            kind: EntityKind::Creator,
+            id,
+            creator: None,
+            fields: owned_fields(fields),
+        });
+        self
+    }
+
+    /// Sets an item's embedding.
+    pub fn write_item_embedding(mut self, id: EntityId, vector: &[f32]) -> Self {
+        self.ops.push(Op::Embedding {
+            kind: EntityKind::Item,
+            id,
+            vector: vector.to_vec(),
+        });
+        self
+    }
+
+    /// Sets a creator's embedding.
+    pub fn write_creator_embedding(mut self, id: EntityId, vector: &[f32]) -> Self {
+        self.ops.push(Op::Embedding {
+            kind: EntityKind::Creator,
+            id,
+            vector: vector.to_vec(),
+        });
+        self
+    }
+
+    /// Deletes an item.
+    pub fn delete_item(mut self, id: EntityId) -> Self {
+        self.ops.push(Op::Delete {
+            kind: EntityKind::Item,
+            id,
+        });
+        self
+    }
+
+    /// Deletes a creator.
+    pub fn delete_creator(mut self, id: EntityId) -> Self {
+        self.ops.push(Op::Delete {
+            kind: EntityKind::Creator,
+            id,
+        });
+        self
+    }
+
+    /// Opens a session.
+    pub fn open_session(mut self, session: SessionId, user: UserId, at: Timestamp) -> Self {
+        self.ops.push(Op::OpenSession { session, user, at });
+        self
+    }
+
+    /// Records a session event.
+    pub fn record_session_event(
+        mut self,
+        session: SessionId,
+        entity: EntityId,
+        signal_type: &str,
+        weight: f64,
+        at: Timestamp,
+    ) -> Self {
+        self.ops.push(Op::SessionEvent {
+            session,
+            entity,
+            signal_type: signal_type.to_string(),
+            weight,
+            at,
+        });
+        self
+    }
+
+    /// Closes a session.
+    pub fn close_session(mut self, session: SessionId, at: Timestamp) -> Self {
+        self.ops.push(Op::CloseSession { session, at });
+        self
+    }
+
+    /// Deletes a user's sessions and hard negatives.
+    pub fn delete_user(mut self, user: UserId) -> Self {
+        self.ops.push(Op::DeleteUser { user });
+        self
+    }
+}
+
+pub(crate) fn owned_fields(fields: &[(&str, &str)]) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

@@ -1,0 +1,250 @@
+//! Reads: every role. Reads never wait for a batch being applied and see
+//! whole batches only.
+
+use std::sync::atomic::Ordering;
+
+use crate::config::NodeRole;
+use crate::db::TidalDb;
+use crate::db::core::{Core, RecoveryReport};
+use crate::error::{Result, TidalError};
+use crate::query::{Filter, Retrieve, Scored, Search};
+use crate::role::Role;
+use crate::state::entities::{Creator, Item};
+use crate::state::sessions::SessionInfo;
+use crate::types::{EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, SessionId, ShardId, Timestamp};
+
+/// One event of a session, as `session_events` returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionEvent {
+    /// Its number in the session (1, 2, 3 ...).
+    pub seq: u32,
+    /// The entity it is about.
+    pub entity: EntityId,
+    /// The signal type's name.
+    pub signal_type: String,
+    /// Its weight.
+    pub weight: f64,
+    /// When it happened.
+    pub at: Timestamp,
+}
+
+/// What a node reports about itself.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// The node's role.
+    pub role: NodeRole,
+    /// This node.
+    pub node: NodeId,
+    /// The shard it serves.
+    pub shard: ShardId,
+    /// The current epoch.
+    pub epoch: Epoch,
+    /// The last record applied (visible to reads).
+    pub applied: Position,
+    /// The highest SeqNo known durable on this node (for a single node,
+    /// the high-water mark).
+    pub hwm: SeqNo,
+    /// Duration of the last fsync of the log, in microseconds.
+    pub fsync_last_us: u64,
+    /// Mean fsync duration since open, in microseconds.
+    pub fsync_mean_us: u64,
+    /// Batches committed since open.
+    pub batches: u64,
+    /// Records committed since open.
+    pub records: u64,
+    /// Records in the last batch (group commit at work when above 1).
+    pub last_batch_records: u64,
+    /// Requests waiting for the group committer now.
+    pub commit_queue_depth: usize,
+    /// Why writes are refused, if a write or sync failed.
+    pub poisoned: Option<String>,
+    /// What recovery did when the database opened.
+    pub recovery: RecoveryReport,
+}
+
+impl Core {
+    fn type_id(&self, signal_type: &str) -> Result<u16> {
+        self.prepare.signal_type(signal_type)
+    }
+
+    fn check_k(&self, k: usize) -> Result<()> {
+        let limit = self.config().limits.max_results;
+        if k > limit {
+            return Err(TidalError::TooLong {
+                field: "k",
+                len: k,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_filter(&self, filter: &Filter) -> Result<()> {
+        let limit = self.config().limits.max_metadata_fields;
+        if filter.metadata.len() > limit {
+            return Err(TidalError::TooLong {
+                field: "filter.metadata",
+                len: filter.metadata.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn retrieve(&self, q: &Retrieve) -> Result<Vec<Scored>> {
+        self.check_k(q.k)?;
+        self.check_filter(&q.filter)?;
+        if q.blend.is_empty() {
+            return Err(TidalError::Empty { field: "blend" });
+        }
+        let mut blend = Vec::with_capacity(q.blend.len());
+        for (name, w) in &q.blend {
+            if !w.is_finite() {
+                return Err(TidalError::NonFinite {
+                    field: "blend weight",
+                    value: *w,
+                });
+            }
+            blend.push((self.type_id(name)?, *w));
+        }
+        let hits = self.view.read(|s| s.retrieve(&blend, q.at, q.k, &q.filter));
+        Ok(hits.into_iter().map(|(id, score)| Scored { id, score }).collect())
+    }
+
+    pub(crate) fn search(&self, q: &Search) -> Result<Vec<Scored>> {
+        self.check_k(q.k)?;
+        self.check_filter(&q.filter)?;
+        let unit = self.prepare.unit_vector("query", &q.vector)?;
+        let kind = q.filter.kind.unwrap_or(EntityKind::Item);
+        let hits = self.view.read(|s| s.search(kind, &unit, q.k, &q.filter));
+        Ok(hits.into_iter().map(|(id, score)| Scored { id, score }).collect())
+    }
+
+    pub(crate) fn status(&self, role: NodeRole) -> Status {
+        let m = &self.metrics;
+        let fsyncs = m.fsyncs.load(Ordering::Relaxed);
+        let (applied, epoch) = self.view.read(|s| (s.applied(), s.epochs().last().map(|e| e.epoch).unwrap_or_default()));
+        let poisoned = self.commit.with_committer(|c| c.poisoned.clone());
+        Status {
+            role,
+            node: self.config().node_id,
+            shard: self.config().cluster.shard_id,
+            epoch,
+            applied,
+            hwm: SeqNo(self.durable_seqno.load(Ordering::Acquire)),
+            fsync_last_us: m.fsync_last_ns.load(Ordering::Relaxed) / 1_000,
+            fsync_mean_us: m.fsync_total_ns.load(Ordering::Relaxed) / fsyncs.max(1) / 1_000,
+            batches: m.batches.load(Ordering::Relaxed),
+            records: m.records.load(Ordering::Relaxed),
+            last_batch_records: m.last_batch_records.load(Ordering::Relaxed),
+            commit_queue_depth: self.commit.queue_depth(),
+            poisoned,
+            recovery: self.recovery.clone(),
+        }
+    }
+}
+
+impl Core {
+    pub(crate) fn read_decay_score(&self, entity: EntityId, signal_type: &str, at: Timestamp) -> Result<f64> {
+        let t = self.type_id(signal_type)?;
+        Ok(self.view.read(|s| s.signals.score(t, entity, at)))
+    }
+
+    pub(crate) fn read_count(&self, entity: EntityId, signal_type: &str) -> Result<i64> {
+        let t = self.type_id(signal_type)?;
+        Ok(self.view.read(|s| s.signals.count(t, entity)))
+    }
+
+    pub(crate) fn get_item(&self, id: EntityId) -> Option<Item> {
+        self.view.read(|s| s.entities.item(id))
+    }
+
+    pub(crate) fn get_creator(&self, id: EntityId) -> Option<Creator> {
+        self.view.read(|s| s.entities.creator(id))
+    }
+
+    pub(crate) fn session(&self, session: SessionId) -> Option<SessionInfo> {
+        self.view.read(|s| s.sessions.info(session))
+    }
+
+    pub(crate) fn session_events(&self, session: SessionId, from: u32, limit: usize) -> Vec<SessionEvent> {
+        let names = &self.config().signal_types;
+        self.view.read(|s| {
+            s.sessions
+                .events(session, from, limit)
+                .into_iter()
+                .map(|e| SessionEvent {
+                    seq: e.seq,
+                    entity: e.entity,
+                    signal_type: names
+                        .get(usize::from(e.signal_type))
+                        .map(|t| t.name.clone())
+                        .unwrap_or_default(),
+                    weight: e.weight,
+                    at: e.at,
+                })
+                .collect()
+        })
+    }
+
+    pub(crate) fn last_position(&self) -> Position {
+        self.view.read(|s| s.applied())
+    }
+}
+
+/// Reads, for every role.
+impl<R: Role> TidalDb<R> {
+    /// The decayed score of `entity` for `signal_type` at `at`: 0.0 when it
+    /// has no signal of that type.
+    pub fn read_decay_score(&self, entity: EntityId, signal_type: &str, at: Timestamp) -> Result<f64> {
+        self.core.read_decay_score(entity, signal_type, at)
+    }
+
+    /// Signals of `signal_type` on `entity` with positive weight minus those
+    /// with negative weight (undecayed).
+    pub fn read_count(&self, entity: EntityId, signal_type: &str) -> Result<i64> {
+        self.core.read_count(entity, signal_type)
+    }
+
+    /// Top-k by decay score (or a blend), best first, ties broken by id.
+    /// Ranks the entities that have a signal of at least one blended type.
+    pub fn retrieve(&self, query: &Retrieve) -> Result<Vec<Scored>> {
+        self.core.retrieve(query)
+    }
+
+    /// Top-k cosine similarity over item embeddings (creator embeddings
+    /// with `kind(EntityKind::Creator)`), best first, ties broken by id.
+    pub fn search(&self, query: &Search) -> Result<Vec<Scored>> {
+        self.core.search(query)
+    }
+
+    /// An item's metadata and creator, or `None` (unknown, deleted, or a creator).
+    pub fn get_item(&self, id: EntityId) -> Option<Item> {
+        self.core.get_item(id)
+    }
+
+    /// A creator's metadata, or `None` (unknown, deleted, or an item).
+    pub fn get_creator(&self, id: EntityId) -> Option<Creator> {
+        self.core.get_creator(id)
+    }
+
+    /// A session's user, times and event count.
+    pub fn session(&self, session: SessionId) -> Option<SessionInfo> {
+        self.core.session(session)
+    }
+
+    /// A session's events numbered `from` and after, at most `limit`.
+    pub fn session_events(&self, session: SessionId, from: u32, limit: usize) -> Vec<SessionEvent> {
+        self.core.session_events(session, from, limit)
+    }
+
+    /// The position of the last record applied (visible to reads).
+    pub fn last_position(&self) -> Position {
+        self.core.last_position()
+    }
+
+    /// Role, positions, durability and commit figures, recovery report.
+    pub fn status(&self) -> Status {
+        self.core.status(R::NODE_ROLE)
+    }
+}

@@ -1,0 +1,8 @@
+// A write on a follower must not compile, and the error must say why.
+use tidal::{SessionId, Timestamp, UserId, Follower, TidalDb};
+
+fn write_on_follower(db: &TidalDb<Follower>) {
+    let _ = db.open_session(SessionId(1), UserId(1), Timestamp(0));
+}
+
+fn main() {}

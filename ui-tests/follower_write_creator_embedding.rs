@@ -1,0 +1,8 @@
+// A write on a follower must not compile, and the error must say why.
+use tidal::{EntityId, Follower, TidalDb};
+
+fn write_on_follower(db: &TidalDb<Follower>) {
+    let _ = db.write_creator_embedding(EntityId(2), &[1.0, 0.0]);
+}
+
+fn main() {}
