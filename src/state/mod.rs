@@ -1,1 +1,3 @@
 //! The in-memory state machine. It knows nothing of files or sockets.
+
+pub mod entities;
