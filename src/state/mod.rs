@@ -1,3 +1,4 @@
 //! The in-memory state machine. It knows nothing of files or sockets.
 
 pub mod entities;
+pub mod vectors;
