@@ -1,4 +1,5 @@
 //! The in-memory state machine. It knows nothing of files or sockets.
 
 pub mod entities;
+pub mod sessions;
 pub mod vectors;
