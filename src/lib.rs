@@ -1,4 +1,96 @@
-//! TidalDb: an embedded, replicated database for real-time recommendation signals.
+//! TidalDb: an embedded, replicated database for real-time recommendation
+//! signals.
+//!
+//! A service links it in, records engagement signals (view, like, skip ...)
+//! against items and creators, and reads decayed scores, trending top-k,
+//! embedding similarity and user sessions.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tidal::{Config, EntityId, Retrieve, Search, TidalDb, Timestamp};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let db = TidalDb::open(
+//!     Config::builder(dir.path())
+//!         .signal_type("view", Duration::from_secs(3_600))
+//!         .signal_type("like", Duration::from_secs(86_400))
+//!         .dimension(3)
+//!         .build()?,
+//! )?;
+//! let now = Timestamp::now();
+//! db.write_creator(EntityId(100), &[("name", "ada")])?;
+//! db.write_item(EntityId(1), Some(EntityId(100)), &[("lang", "en")])?;
+//! db.write_item_embedding(EntityId(1), &[0.1, 0.9, 0.0])?;
+//! db.signal("like", EntityId(1), 1.0, now)?;
+//! db.signal("like", EntityId(2), 1.0, now)?;
+//! db.signal("like", EntityId(2), 1.0, now)?;
+//!
+//! let top = db.retrieve(&Retrieve::top(10, "like", now))?;
+//! assert_eq!(top[0].id, EntityId(2));
+//! let similar = db.search(&Search::new(vec![0.0, 1.0, 0.0], 1))?;
+//! assert_eq!(similar[0].id, EntityId(1));
+//! db.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Roles are types
+//!
+//! [`TidalDb<Single>`](TidalDb) (the embedded default), `TidalDb<Leader>` and
+//! `TidalDb<Follower>` are distinct types. Write methods carry a
+//! `where R: Writable` bound, so a write on a follower does not compile and
+//! rustc says why ("`Follower` is a read-only role ..."). [`Role`] is
+//! sealed. [`AnyDb`] picks the role at run time; a follower write there
+//! returns [`TidalError::ReadOnly`]. Leader and follower opens arrive with
+//! the replication work; their read API is complete.
+//!
+//! # Durability and the log
+//!
+//! Every write is validated, then handed to the group committer: concurrent
+//! writers are packed into one log batch (`BatchHeader` v2, CRC-checked) and
+//! one fdatasync. Under [`Durability::Sync`] (the default) a write returns
+//! after its batch is synced; under [`Durability::Periodic`] after it is
+//! written, with a background sync at the interval. A failed write or sync
+//! poisons the database ([`TidalError::Poisoned`]) until it is reopened.
+//! Segments are pre-allocated (zero-filled and synced ahead of need);
+//! recovery reads zeros as the end of the log, cuts a torn tail and reports
+//! it, and refuses to skip damage that may hold acknowledged writes
+//! ([`TidalError::Corruption`] naming file and offset). All file access goes
+//! through the [`storage::Storage`] seam; [`SimStorage`] simulates crashes
+//! that lose unsynced writes and injects faults.
+//!
+//! # Decisions where the design was silent
+//!
+//! - **Identity.** `META` pins node id, shard, shard count, signal types
+//!   (order, names, half-lives) and dimension, and also the state-machine
+//!   parameters `landmark_half_lives`, `score_floor` and
+//!   `session_retention`: changing any of them would make a replay compute
+//!   another state from the same log, so a different value on reopen is
+//!   [`TidalError::ConfigMismatch`].
+//! - **Kinds are sticky.** An id written as an item (metadata, embedding or
+//!   delete) stays an item, also after its delete; signals do not bind a
+//!   kind (they may arrive before metadata). An entity whose kind is unknown
+//!   matches no kind filter.
+//! - **Deletes** drop the entity's scores, counts, metadata and embedding
+//!   (memory is freed) and keep a small tombstone; any later write brings
+//!   the entity back fresh.
+//! - **Retrieve** ranks the entities holding a signal of at least one of the
+//!   blended types (an entity with none scores 0.0 and is not listed).
+//!   Ties are broken by id. A blend with non-negative weights uses Fagin's
+//!   threshold algorithm over the per-type indexes; negative weights fall
+//!   back to an exact scan.
+//! - **Read view.** Readers never wait for a batch being applied: the state
+//!   is kept twice (left-right), the writer applies each batch to the copy
+//!   readers are not using and then publishes it. The price is twice the
+//!   state memory and two applies per batch; it is measured in the benches.
+//! - **Sessions** are numbered in the sequencer, so two racing writers can
+//!   never open the same session or give two events one number. Retention
+//!   of closed sessions is counted in log time (the batch HLC), so every
+//!   replica expires the same sessions. Hard negatives outlive expired
+//!   sessions until `delete_user`.
+//! - **Backups** are a snapshot plus `META` (no log): opening one gives the
+//!   state at the returned Position, and writes continue from there.
+//! - **`RecoveryMode::PointInTime`** renames the segments after the damage
+//!   to `*.damaged` rather than deleting them: evidence is kept.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
