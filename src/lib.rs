@@ -14,14 +14,9 @@ pub mod storage;
 pub mod types;
 pub mod wal;
 
-pub use config::{
-    ClusterConfig, Config, ConfigBuilder, Durability, Limits, NodeRole, RecoveryMode,
-    SignalTypeConfig,
-};
+pub use config::{ClusterConfig, Config, ConfigBuilder, Durability, Limits, NodeRole, RecoveryMode, SignalTypeConfig};
 pub use crdt::hlc::{Hlc, HlcClock, ManualClock, PhysicalClock, SystemClock};
 pub use db::{AnyDb, TidalDb};
 pub use error::{Result, TidalError};
 pub use role::{Follower, Leader, Role, Single, Writable};
-pub use types::{
-    EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, SessionId, ShardId, Timestamp, UserId,
-};
+pub use types::{EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, SessionId, ShardId, Timestamp, UserId};
