@@ -18,14 +18,14 @@ impl SplitMix64 {
     }
 
     /// Uniform-enough in `0..=n`.
-    fn up_to(&mut self, n: u64) -> u64 {
+    pub(super) fn up_to(&mut self, n: u64) -> u64 {
         match n.checked_add(1) {
             Some(m) => self.next_u64() % m,
             None => self.next_u64(),
         }
     }
 
-    fn coin(&mut self) -> bool {
+    pub(super) fn coin(&mut self) -> bool {
         self.next_u64() & 1 == 1
     }
 }

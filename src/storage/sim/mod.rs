@@ -69,9 +69,10 @@ pub enum CrashMode {
 /// Which call an injected fault makes fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultKind {
-    /// `write_all_at` and `set_len` on a file.
+    /// `write_all_at` and `set_len` on a file (matched against the path the
+    /// handle was opened with).
     Write,
-    /// `sync_data` on a file.
+    /// `sync_data` on a file (matched like `Write`).
     SyncData,
     /// `sync_dir` on a directory.
     SyncDir,
