@@ -34,6 +34,10 @@ pub(super) fn apply(data: &mut Vec<u8>, op: &Op, cut: Option<usize>) {
     match op {
         Op::Write { offset, bytes } => {
             let bytes = &bytes[..cut.unwrap_or(bytes.len()).min(bytes.len())];
+            if bytes.is_empty() {
+                // Like pwrite of nothing: the file does not grow.
+                return;
+            }
             // Offsets were checked against usize when the write was made.
             let start = usize::try_from(*offset).unwrap_or(usize::MAX);
             let end = start.saturating_add(bytes.len());
@@ -108,8 +112,12 @@ impl Node {
             }
             let start = usize::try_from(page * PAGE_BYTES).unwrap_or(usize::MAX);
             let end = start.saturating_add(PAGE_BYTES as usize);
-            for i in start..end.min(out.len()) {
-                out[i] = self.data.get(i).copied().unwrap_or(0);
+            let end_out = end.min(out.len());
+            let end_data = end_out.min(cur_len).max(start.min(end_out));
+            // The page as it is now: current bytes, zeros past a truncation.
+            if start < end_out {
+                out[start..end_data].copy_from_slice(&self.data[start..end_data]);
+                out[end_data..end_out].fill(0);
             }
             if end.min(cur_len) > len {
                 len = end.min(cur_len);

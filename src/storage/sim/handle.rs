@@ -118,6 +118,9 @@ impl StorageFile for SimFile {
         self.check_writable()?;
         self.with(|g, ino| {
             g.check_fault(FaultKind::Write, &[&self.path])?;
+            if buf.is_empty() {
+                return Ok(());
+            }
             let end = offset
                 .checked_add(buf.len() as u64)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflows"))?;
