@@ -1,0 +1,526 @@
+//! The `META` file: the identity a data directory was created with.
+//!
+//! The log and snapshots only mean what they mean under one identity: the
+//! shard layout, the signal types and their half-lives (a signal type's id
+//! is its position), the embedding dimension and the state machine's
+//! parameters. `META` records that identity when the directory is created;
+//! every later open checks the `Config` against it, and a difference is
+//! [`TidalError::ConfigMismatch`] naming the first differing field, never a
+//! silent reinterpretation of the log.
+//!
+//! Format, little-endian, with a trailing CRC over everything before it:
+//!
+//! | field | type |
+//! |---|---|
+//! | magic `b"TDBM"` | [u8; 4] |
+//! | format version = 1 | u16 |
+//! | node id | u64 |
+//! | shard id | u32 |
+//! | shard count | u32 |
+//! | signal type count, then per type: name (u32 length + UTF-8), half-life ms u64 | |
+//! | dimension | u32 |
+//! | landmark half-lives | u32 |
+//! | score floor | f64 |
+//! | session retention ms | u64 |
+//! | crc32 of every byte before it | u32 |
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::codec::{DecodeError, Put, Reader};
+use crate::config::{Config, duration_ms};
+use crate::error::{Result, TidalError};
+use crate::storage::{self, Storage};
+use crate::types::{NodeId, ShardId};
+
+/// Magic bytes at the start of `META`.
+pub const META_MAGIC: [u8; 4] = *b"TDBM";
+/// The `META` format version this build writes and reads.
+pub const META_FORMAT_VERSION: u16 = 1;
+/// The file name of `META` in the data directory.
+pub const META_FILE_NAME: &str = "META";
+
+/// The identity of a data directory, as stored in `META`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Meta {
+    /// The format version the file was written in.
+    pub format_version: u16,
+    /// The node that owns this directory (part of every record's stamp).
+    pub node_id: NodeId,
+    /// The shard this directory holds.
+    pub shard_id: ShardId,
+    /// How many shards the entity space is split into: routing depends on it.
+    pub shard_count: u32,
+    /// Signal types in id order, with their half-lives in milliseconds.
+    pub signal_types: Vec<(String, u64)>,
+    /// The embedding dimension.
+    pub dimension: u32,
+    /// Half-lives between landmark moves: replay must reproduce it.
+    pub landmark_half_lives: u32,
+    /// Decayed magnitude below which entries are dropped: replay must reproduce it.
+    pub score_floor: f64,
+    /// How long closed sessions are kept, in log time: replay must reproduce it.
+    pub session_retention_ms: u64,
+}
+
+/// Smallest encoding of one signal type: an empty name's length and a half-life.
+const MIN_SIGNAL_TYPE_BYTES: usize = 4 + 8;
+
+fn show_types(types: &[(String, u64)]) -> String {
+    let mut s = String::from("[");
+    for (i, (name, half_life_ms)) in types.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(s, "{sep}{name:?}: {half_life_ms} ms");
+    }
+    s.push(']');
+    s
+}
+
+impl Meta {
+    /// The identity a `Config` describes, in the current format version.
+    pub fn from_config(config: &Config) -> Meta {
+        Meta {
+            format_version: META_FORMAT_VERSION,
+            node_id: config.node_id,
+            shard_id: config.cluster.shard_id,
+            shard_count: config.cluster.shard_count,
+            signal_types: config
+                .signal_types
+                .iter()
+                .map(|t| (t.name.clone(), t.half_life_ms))
+                .collect(),
+            // `Config::validate` bounds the dimension at 65536.
+            dimension: u32::try_from(config.dimension).unwrap_or(u32::MAX),
+            landmark_half_lives: config.landmark_half_lives,
+            score_floor: config.score_floor,
+            session_retention_ms: duration_ms(config.session_retention),
+        }
+    }
+
+    /// The replicated identity (everything but the node id and the format
+    /// version), in a fixed layout shared by `encode` and `fingerprint`.
+    fn put_replicated(&self, b: &mut Vec<u8>) {
+        b.put_u32(self.shard_id.0);
+        b.put_u32(self.shard_count);
+        b.put_u32(self.signal_types.len() as u32);
+        for (name, half_life_ms) in &self.signal_types {
+            b.put_str(name);
+            b.put_u64(*half_life_ms);
+        }
+        b.put_u32(self.dimension);
+        b.put_u32(self.landmark_half_lives);
+        b.put_f64(self.score_floor);
+        b.put_u64(self.session_retention_ms);
+    }
+
+    /// Encodes `META`, trailing CRC included.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64);
+        b.extend_from_slice(&META_MAGIC);
+        b.put_u16(self.format_version);
+        b.put_u64(self.node_id.0);
+        self.put_replicated(&mut b);
+        let crc = crc32fast::hash(&b);
+        b.put_u32(crc);
+        b
+    }
+
+    /// Decodes `META`, checking the CRC first; never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Meta, DecodeError> {
+        let Some(body_len) = bytes.len().checked_sub(4) else {
+            return Err(DecodeError {
+                offset: 0,
+                reason: format!("{} bytes is too short for META", bytes.len()),
+            });
+        };
+        let (body, tail) = bytes.split_at(body_len);
+        let stored = Reader::new(tail).u32()?;
+        let computed = crc32fast::hash(body);
+        if stored != computed {
+            return Err(DecodeError {
+                offset: body_len,
+                reason: format!(
+                    "META crc mismatch: stored {stored:#010x}, computed {computed:#010x}"
+                ),
+            });
+        }
+        let mut r = Reader::new(body);
+        if r.take(4)? != META_MAGIC {
+            return Err(DecodeError {
+                offset: 0,
+                reason: "bad magic: not a META file".into(),
+            });
+        }
+        let format_version = r.u16()?;
+        if format_version != META_FORMAT_VERSION {
+            return Err(DecodeError {
+                offset: 4,
+                reason: format!("unsupported META format version {format_version}"),
+            });
+        }
+        let node_id = NodeId(r.u64()?);
+        let shard_id = ShardId(r.u32()?);
+        let shard_count = r.u32()?;
+        let n = r.count(MIN_SIGNAL_TYPE_BYTES)?;
+        let mut signal_types = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = r.str()?.to_string();
+            signal_types.push((name, r.u64()?));
+        }
+        let meta = Meta {
+            format_version,
+            node_id,
+            shard_id,
+            shard_count,
+            signal_types,
+            dimension: r.u32()?,
+            landmark_half_lives: r.u32()?,
+            score_floor: r.f64()?,
+            session_retention_ms: r.u64()?,
+        };
+        if !r.is_empty() {
+            return Err(r.error(format!("{} bytes after the last field", r.remaining())));
+        }
+        Ok(meta)
+    }
+
+    /// Checks a `Config` against this stored identity. The error names the
+    /// first differing field, in the order node_id, shard_id, shard_count,
+    /// signal_types (names, order and half-lives), dimension,
+    /// landmark_half_lives, score_floor, session_retention.
+    pub fn check(&self, config: &Config) -> Result<()> {
+        let given = Meta::from_config(config);
+        let mismatch = |field: &'static str, stored: String, given: String| {
+            Err(TidalError::ConfigMismatch {
+                field,
+                stored,
+                given,
+            })
+        };
+        if self.node_id != given.node_id {
+            return mismatch(
+                "node_id",
+                self.node_id.to_string(),
+                given.node_id.to_string(),
+            );
+        }
+        if self.shard_id != given.shard_id {
+            return mismatch(
+                "shard_id",
+                self.shard_id.to_string(),
+                given.shard_id.to_string(),
+            );
+        }
+        if self.shard_count != given.shard_count {
+            return mismatch(
+                "shard_count",
+                self.shard_count.to_string(),
+                given.shard_count.to_string(),
+            );
+        }
+        if self.signal_types != given.signal_types {
+            return mismatch(
+                "signal_types",
+                show_types(&self.signal_types),
+                show_types(&given.signal_types),
+            );
+        }
+        if self.dimension != given.dimension {
+            return mismatch(
+                "dimension",
+                self.dimension.to_string(),
+                given.dimension.to_string(),
+            );
+        }
+        if self.landmark_half_lives != given.landmark_half_lives {
+            return mismatch(
+                "landmark_half_lives",
+                self.landmark_half_lives.to_string(),
+                given.landmark_half_lives.to_string(),
+            );
+        }
+        // Bit equality: replay must reproduce the state bit for bit.
+        if self.score_floor.to_bits() != given.score_floor.to_bits() {
+            return mismatch(
+                "score_floor",
+                self.score_floor.to_string(),
+                given.score_floor.to_string(),
+            );
+        }
+        if self.session_retention_ms != given.session_retention_ms {
+            return mismatch(
+                "session_retention",
+                format!("{} ms", self.session_retention_ms),
+                format!("{} ms", given.session_retention_ms),
+            );
+        }
+        Ok(())
+    }
+
+    /// The identity a follower must share with its leader: everything but
+    /// the node id (and the file's format version, which is about the file,
+    /// not the data).
+    ///
+    /// Defined as two CRC-32s (crc32fast, the IEEE polynomial) of the
+    /// replicated fields in `META`'s layout, from shard id to session
+    /// retention: the high 32 bits over those bytes, the low 32 bits over the
+    /// same bytes followed by their length as a u64. Stable across builds
+    /// and platforms, so two nodes can compare it over the wire.
+    pub fn fingerprint(&self) -> u64 {
+        let mut b = Vec::with_capacity(64);
+        self.put_replicated(&mut b);
+        let high = crc32fast::hash(&b);
+        let len = b.len() as u64;
+        b.put_u64(len);
+        let low = crc32fast::hash(&b);
+        (u64::from(high) << 32) | u64::from(low)
+    }
+}
+
+/// Reads `<data_dir>/META` and checks `config` against it, or creates it
+/// atomically if the directory is new.
+///
+/// A damaged `META` is `TidalError::Corruption` naming the file; a
+/// different identity is `TidalError::ConfigMismatch`. A missing `META`
+/// in a directory that already holds log segments or snapshots is
+/// `Corruption` too: writing a fresh identity over an existing log would
+/// be exactly the silent reinterpretation `META` exists to prevent.
+pub fn load_or_create(storage: &dyn Storage, config: &Config) -> Result<Meta> {
+    let dir = &config.data_dir;
+    let path = dir.join(META_FILE_NAME);
+    if storage.exists(&path) {
+        let bytes = storage::read_file(storage, &path)?;
+        let meta = Meta::decode(&bytes)
+            .map_err(|e| TidalError::corruption(&path, e.offset as u64, e.reason))?;
+        meta.check(config)?;
+        return Ok(meta);
+    }
+    if let Some(found) = holds_data(storage, dir)? {
+        return Err(TidalError::corruption(
+            &path,
+            0,
+            format!(
+                "META is missing but the directory holds {}",
+                found.display()
+            ),
+        ));
+    }
+    if !storage.exists(dir) {
+        storage
+            .create_dir_all(dir)
+            .map_err(|e| TidalError::io("create dir", dir, e))?;
+        // The new directory's own entry must be durable for META to be.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage
+                .sync_dir(parent)
+                .map_err(|e| TidalError::io("sync dir", parent, e))?;
+        }
+    }
+    let meta = Meta::from_config(config);
+    storage::write_file_atomic(storage, &path, &meta.encode())?;
+    Ok(meta)
+}
+
+/// The first file under `<dir>/wal/*/` or `<dir>/snapshots/*/`, if any.
+fn holds_data(storage: &dyn Storage, dir: &Path) -> Result<Option<PathBuf>> {
+    for sub in ["wal", "snapshots"] {
+        let top = dir.join(sub);
+        if !storage.exists(&top) {
+            continue;
+        }
+        let shards = storage
+            .list_dir(&top)
+            .map_err(|e| TidalError::io("list", &top, e))?;
+        for shard in shards {
+            let shard_dir = top.join(&shard);
+            // Anything that is not a listable directory is a file: data.
+            match storage.list_dir(&shard_dir) {
+                Ok(files) => {
+                    if let Some(f) = files.first() {
+                        return Ok(Some(shard_dir.join(f)));
+                    }
+                }
+                Err(_) => return Ok(Some(shard_dir)),
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::storage::{CrashMode, SimStorage};
+
+    fn config(sim: &std::sync::Arc<SimStorage>) -> Config {
+        Config::builder("/db")
+            .signal_type("view", Duration::from_secs(3_600))
+            .signal_type("like", Duration::from_secs(86_400))
+            .dimension(8)
+            .storage(sim.clone())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn round_trip() {
+        let sim = SimStorage::new();
+        let m = Meta::from_config(&config(&sim));
+        assert_eq!(Meta::decode(&m.encode()).unwrap(), m);
+        assert_eq!(m.signal_types[1], ("like".to_string(), 86_400_000));
+        m.check(&config(&sim)).unwrap();
+    }
+
+    #[test]
+    fn every_bit_flip_and_truncation_is_detected() {
+        let sim = SimStorage::new();
+        let bytes = Meta::from_config(&config(&sim)).encode();
+        for bit in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(Meta::decode(&b).is_err(), "flip of bit {bit} not detected");
+        }
+        for len in 0..bytes.len() {
+            assert!(Meta::decode(&bytes[..len]).is_err(), "cut at {len}");
+        }
+    }
+
+    #[test]
+    fn a_bad_count_behind_a_valid_crc_is_an_error_not_a_panic() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&META_MAGIC);
+        b.put_u16(META_FORMAT_VERSION);
+        b.put_u64(1);
+        b.put_u32(0);
+        b.put_u32(1);
+        b.put_u32(u32::MAX);
+        let crc = crc32fast::hash(&b);
+        b.put_u32(crc);
+        assert!(Meta::decode(&b).is_err());
+    }
+
+    #[test]
+    fn mismatch_names_the_first_differing_field() {
+        let sim = SimStorage::new();
+        let stored = Meta::from_config(&config(&sim));
+        let field = |edit: &dyn Fn(&mut Config)| {
+            let mut c = config(&sim);
+            edit(&mut c);
+            match stored.check(&c) {
+                Err(TidalError::ConfigMismatch { field, .. }) => field,
+                other => panic!("expected a mismatch, got {other:?}"),
+            }
+        };
+        assert_eq!(field(&|c| c.node_id = NodeId(2)), "node_id");
+        assert_eq!(field(&|c| c.cluster.shard_count = 4), "shard_count");
+        assert_eq!(
+            field(&|c| {
+                c.cluster.shard_count = 4;
+                c.cluster.shard_id = ShardId(1);
+            }),
+            "shard_id"
+        );
+        assert_eq!(field(&|c| c.signal_types.swap(0, 1)), "signal_types");
+        assert_eq!(
+            field(&|c| c.signal_types[0].half_life_ms += 1),
+            "signal_types"
+        );
+        assert_eq!(field(&|c| c.signal_types.truncate(1)), "signal_types");
+        assert_eq!(field(&|c| c.dimension = 16), "dimension");
+        assert_eq!(
+            field(&|c| c.landmark_half_lives = 32),
+            "landmark_half_lives"
+        );
+        assert_eq!(field(&|c| c.score_floor = 0.5), "score_floor");
+        assert_eq!(
+            field(&|c| c.session_retention = Duration::from_secs(1)),
+            "session_retention"
+        );
+        // Two differences: the first in the documented order is named.
+        assert_eq!(
+            field(&|c| {
+                c.dimension = 16;
+                c.node_id = NodeId(9);
+            }),
+            "node_id"
+        );
+    }
+
+    #[test]
+    fn fingerprint_ignores_only_the_node_id() {
+        let sim = SimStorage::new();
+        let a = Meta::from_config(&config(&sim));
+        let mut b = a.clone();
+        b.node_id = NodeId(99);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.dimension += 1;
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        let mut c = a.clone();
+        c.signal_types[0].1 += 1;
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn load_or_create_creates_durably_then_checks() {
+        let sim = SimStorage::new();
+        let created = load_or_create(&*sim, &config(&sim)).unwrap();
+        sim.crash(CrashMode::DropUnsynced);
+        let loaded = load_or_create(&*sim, &config(&sim)).unwrap();
+        assert_eq!(created, loaded);
+        let mut other = config(&sim);
+        other.dimension = 4;
+        let e = load_or_create(&*sim, &other).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TidalError::ConfigMismatch {
+                    field: "dimension",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn load_or_create_on_the_real_file_system() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = config(&SimStorage::new());
+        c.data_dir = tmp.path().join("db");
+        let real = crate::storage::RealStorage;
+        let created = load_or_create(&real, &c).unwrap();
+        assert_eq!(load_or_create(&real, &c).unwrap(), created);
+        c.signal_types.pop();
+        let e = load_or_create(&real, &c).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TidalError::ConfigMismatch {
+                    field: "signal_types",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn damaged_or_missing_meta_is_corruption() {
+        let sim = SimStorage::new();
+        load_or_create(&*sim, &config(&sim)).unwrap();
+        let mut bytes = sim.read("/db/META").unwrap();
+        bytes[9] ^= 0x40;
+        sim.write_raw("/db/META", &bytes);
+        match load_or_create(&*sim, &config(&sim)) {
+            Err(TidalError::Corruption { path, .. }) => assert_eq!(path, Path::new("/db/META")),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        // META gone but a log segment present: refuse to start a new identity.
+        sim.remove_file(Path::new("/db/META")).unwrap();
+        sim.write_raw("/db/wal/shard-00000/00000000000000000001.seg", b"log");
+        let e = load_or_create(&*sim, &config(&sim)).unwrap_err();
+        assert!(matches!(e, TidalError::Corruption { .. }), "{e}");
+    }
+}

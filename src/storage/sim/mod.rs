@@ -1,0 +1,572 @@
+//! In-memory storage that can crash and fail on purpose.
+//!
+//! [`SimStorage`] models POSIX durability strictly, because the point of it
+//! is to catch code that relies on an fsync it never made:
+//!
+//! - A file's data is durable only after `sync_data` on that file. Each file
+//!   keeps its current content, its last synced content and the list of
+//!   writes (and length changes) made since that sync.
+//! - A file's creation, rename or removal is durable only after `sync_dir`
+//!   on its parent directory. Names are kept twice: the current namespace and
+//!   the durable one. Files are inodes, so a rename moves the data and an
+//!   unlinked file stays readable through handles opened before.
+//! - Directories are durable as soon as `create_dir_all` returns (kept simple:
+//!   the database creates its directories once, at open).
+//!
+//! [`SimStorage::crash`] rebuilds the file system from the durable namespace
+//! and, per file, from the synced content plus whatever part of the unsynced
+//! writes the [`CrashMode`] lets through. Every handle and lock taken before
+//! the crash is invalidated: later calls on it return an error, as the
+//! process that held them is gone.
+//!
+//! Faults ([`SimStorage::fail_next`], [`SimStorage::fail_always`]) make a
+//! matching call fail without touching anything; a failed `sync_data` leaves
+//! the data unsynced. [`SimStorage::set_capacity_bytes`] turns growth past a
+//! byte budget into `StorageFull`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::{OpenMode, Storage, StorageFile, StorageLock};
+
+mod crash;
+mod handle;
+
+use crash::SplitMix64;
+use handle::{SimFile, SimLock};
+
+/// Page size of the simulated page cache, for [`CrashMode::RandomPages`].
+const PAGE_BYTES: u64 = 4096;
+
+/// How a crash treats what was written but not synced.
+///
+/// In every mode, directory entries (creations, renames, removals) not made
+/// durable by `sync_dir` are lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Every unsynced write is lost: each file reverts to its last synced
+    /// content. The gentlest crash, and the one `Sync` durability promises
+    /// to survive without losing an acknowledged write.
+    DropUnsynced,
+    /// Per file, a random prefix (in write order) of the unsynced writes
+    /// survives, the last surviving one possibly cut at a random byte: a
+    /// crash in the middle of sequential writeback.
+    TornPrefix {
+        /// Seed of the deterministic PRNG, so a failing case replays.
+        seed: u64,
+    },
+    /// Per file, a random subset of the 4 KiB pages touched since the last
+    /// sync reaches the disk: out-of-order writeback, as the kernel does.
+    RandomPages {
+        /// Seed of the deterministic PRNG, so a failing case replays.
+        seed: u64,
+    },
+}
+
+/// Which call an injected fault makes fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// `write_all_at` and `set_len` on a file (matched against the path the
+    /// handle was opened with).
+    Write,
+    /// `sync_data` on a file (matched like `Write`).
+    SyncData,
+    /// `sync_dir` on a directory.
+    SyncDir,
+    /// `rename` (matched against either path).
+    Rename,
+    /// `open` with [`OpenMode::CreateNew`].
+    Create,
+    /// `remove_file`.
+    Remove,
+    /// `open` with [`OpenMode::Read`] or [`OpenMode::ReadWrite`].
+    Open,
+}
+
+#[derive(Debug)]
+struct Fault {
+    kind: FaultKind,
+    path_contains: String,
+    once: bool,
+}
+
+/// A change to a file not yet made durable by `sync_data`.
+#[derive(Debug)]
+enum Op {
+    Write { offset: u64, bytes: Vec<u8> },
+    SetLen(u64),
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    data: Vec<u8>,
+    synced: Vec<u8>,
+    unsynced: Vec<Op>,
+    open_handles: usize,
+}
+
+type Ino = u64;
+
+#[derive(Default)]
+struct Inner {
+    dirs: BTreeSet<PathBuf>,
+    names: BTreeMap<PathBuf, Ino>,
+    durable_names: BTreeMap<PathBuf, Ino>,
+    nodes: BTreeMap<Ino, Node>,
+    next_ino: Ino,
+    generation: u64,
+    locks: BTreeSet<PathBuf>,
+    faults: Vec<Fault>,
+    capacity_bytes: Option<u64>,
+    sync_count: u64,
+}
+
+/// In-memory [`Storage`] for crash and fault testing (see the module docs
+/// for the durability model).
+///
+/// ```
+/// use std::path::Path;
+/// use tidal::storage::{CrashMode, OpenMode, SimStorage, Storage};
+/// let sim = SimStorage::new();
+/// sim.create_dir_all(Path::new("/db")).unwrap();
+/// let f = sim.open(Path::new("/db/a"), OpenMode::CreateNew).unwrap();
+/// f.write_all_at(b"hello", 0).unwrap();
+/// sim.crash(CrashMode::DropUnsynced);
+/// // Neither the data nor the directory entry was synced.
+/// assert!(!sim.exists(Path::new("/db/a")));
+/// ```
+#[derive(Clone, Default)]
+pub struct SimStorage {
+    shared: Arc<Mutex<Inner>>,
+}
+
+fn norm(path: &Path) -> PathBuf {
+    path.components().collect()
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn lock_inner(shared: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A test that panicked while holding the lock must not take every later
+    // call down with it: the state is still consistent between calls.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    fn dir_exists(&self, path: &Path) -> bool {
+        path.as_os_str().is_empty()
+            || (path.has_root() && path.parent().is_none())
+            || self.dirs.contains(path)
+    }
+
+    fn check_fault(&mut self, kind: FaultKind, paths: &[&Path]) -> io::Result<()> {
+        let hit = self.faults.iter().position(|f| {
+            f.kind == kind
+                && paths
+                    .iter()
+                    .any(|p| p.to_string_lossy().contains(&f.path_contains))
+        });
+        if let Some(i) = hit {
+            let once = self.faults[i].once;
+            if once {
+                self.faults.remove(i);
+            }
+            return Err(io::Error::other(format!(
+                "injected {kind:?} fault on {}",
+                paths
+                    .first()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    fn stored_bytes(&self) -> u64 {
+        let named: BTreeSet<Ino> = self.names.values().copied().collect();
+        self.nodes
+            .iter()
+            .filter(|(ino, n)| named.contains(ino) || n.open_handles > 0)
+            .map(|(_, n)| n.data.len() as u64)
+            .sum()
+    }
+
+    fn check_growth(&self, old_len: u64, new_len: u64) -> io::Result<()> {
+        if let Some(cap) = self.capacity_bytes
+            && new_len > old_len
+            && self.stored_bytes().saturating_add(new_len - old_len) > cap
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("simulated disk full: capacity {cap} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Drops an inode nothing refers to any more.
+    fn collect(&mut self, ino: Ino) {
+        let referenced = self.names.values().any(|&i| i == ino)
+            || self.durable_names.values().any(|&i| i == ino)
+            || self.nodes.get(&ino).is_some_and(|n| n.open_handles > 0);
+        if !referenced {
+            self.nodes.remove(&ino);
+        }
+    }
+
+    fn new_node(&mut self, node: Node) -> Ino {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.nodes.insert(ino, node);
+        ino
+    }
+}
+
+impl SimStorage {
+    /// An empty file system, shared behind an `Arc` as `Config::storage` wants.
+    pub fn new() -> Arc<SimStorage> {
+        Arc::new(SimStorage::default())
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        lock_inner(&self.shared)
+    }
+
+    /// Simulates a power loss: rebuilds the file system from what was
+    /// durable (plus what `mode` lets through) and invalidates every open
+    /// handle and lock.
+    pub fn crash(&self, mode: CrashMode) {
+        let mut g = self.inner();
+        let inner = &mut *g;
+        let mut rng = SplitMix64(match mode {
+            CrashMode::DropUnsynced => 0,
+            CrashMode::TornPrefix { seed } | CrashMode::RandomPages { seed } => seed,
+        });
+        let keep: BTreeSet<Ino> = inner.durable_names.values().copied().collect();
+        let mut nodes = BTreeMap::new();
+        for ino in keep {
+            if let Some(node) = inner.nodes.get(&ino) {
+                let data = node.after_crash(mode, &mut rng);
+                nodes.insert(
+                    ino,
+                    Node {
+                        synced: data.clone(),
+                        data,
+                        unsynced: Vec::new(),
+                        open_handles: 0,
+                    },
+                );
+            }
+        }
+        inner.nodes = nodes;
+        inner.names = inner.durable_names.clone();
+        inner.locks.clear();
+        inner.generation += 1;
+    }
+
+    /// Makes the next call of `kind` on a path containing `path_contains`
+    /// fail with an I/O error (an empty string matches every path).
+    pub fn fail_next(&self, kind: FaultKind, path_contains: &str) {
+        self.add_fault(kind, path_contains, true);
+    }
+
+    /// Makes every call of `kind` on a path containing `path_contains` fail
+    /// until [`SimStorage::clear_faults`].
+    pub fn fail_always(&self, kind: FaultKind, path_contains: &str) {
+        self.add_fault(kind, path_contains, false);
+    }
+
+    fn add_fault(&self, kind: FaultKind, path_contains: &str, once: bool) {
+        self.inner().faults.push(Fault {
+            kind,
+            path_contains: path_contains.to_string(),
+            once,
+        });
+    }
+
+    /// Removes every injected fault.
+    pub fn clear_faults(&self) {
+        self.inner().faults.clear();
+    }
+
+    /// Caps the bytes stored in live files: a write or `set_len` that would
+    /// grow the total past it fails with `StorageFull`, like a full disk.
+    /// `None` removes the cap.
+    pub fn set_capacity_bytes(&self, capacity_bytes: Option<u64>) {
+        self.inner().capacity_bytes = capacity_bytes;
+    }
+
+    /// How many `sync_data` and `sync_dir` calls succeeded: lets tests count
+    /// fsyncs per batch (group commit) without timing anything.
+    pub fn sync_count(&self) -> u64 {
+        self.inner().sync_count
+    }
+
+    /// The current (not necessarily durable) length of a file, if it exists.
+    pub fn file_len(&self, path: impl AsRef<Path>) -> Option<u64> {
+        let g = self.inner();
+        let ino = g.names.get(&norm(path.as_ref()))?;
+        g.nodes.get(ino).map(|n| n.data.len() as u64)
+    }
+
+    /// The current content of a file, if it exists.
+    pub fn read(&self, path: impl AsRef<Path>) -> Option<Vec<u8>> {
+        let g = self.inner();
+        let ino = g.names.get(&norm(path.as_ref()))?;
+        g.nodes.get(ino).map(|n| n.data.clone())
+    }
+
+    /// Replaces (or creates) a file with `bytes`, durably and at once, name
+    /// and parent directories included: the way tests damage a file on
+    /// "disk" behind the database's back.
+    pub fn write_raw(&self, path: impl AsRef<Path>, bytes: &[u8]) {
+        let path = norm(path.as_ref());
+        let mut g = self.inner();
+        let mut dir = parent_of(&path);
+        while !dir.as_os_str().is_empty() && g.dirs.insert(dir.clone()) {
+            dir = parent_of(&dir);
+        }
+        let node = Node {
+            data: bytes.to_vec(),
+            synced: bytes.to_vec(),
+            unsynced: Vec::new(),
+            open_handles: 0,
+        };
+        match g.names.get(&path).copied() {
+            Some(ino) => {
+                let open_handles = g.nodes.get(&ino).map_or(0, |n| n.open_handles);
+                g.nodes.insert(
+                    ino,
+                    Node {
+                        open_handles,
+                        ..node
+                    },
+                );
+                if let Some(old) = g.durable_names.insert(path, ino) {
+                    g.collect(old);
+                }
+            }
+            None => {
+                let ino = g.new_node(node);
+                g.names.insert(path.clone(), ino);
+                if let Some(old) = g.durable_names.insert(path, ino) {
+                    g.collect(old);
+                }
+            }
+        }
+    }
+
+    fn handle(&self, g: &mut Inner, ino: Ino, path: PathBuf, writable: bool) -> SimFile {
+        if let Some(n) = g.nodes.get_mut(&ino) {
+            n.open_handles += 1;
+        }
+        SimFile {
+            shared: Arc::clone(&self.shared),
+            ino,
+            generation: g.generation,
+            path,
+            writable,
+        }
+    }
+}
+
+impl fmt::Debug for SimStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = self.inner();
+        f.debug_struct("SimStorage")
+            .field("files", &g.names.len())
+            .field("dirs", &g.dirs.len())
+            .field("generation", &g.generation)
+            .field("sync_count", &g.sync_count)
+            .finish()
+    }
+}
+
+impl Storage for SimStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let path = norm(path);
+        let mut g = self.inner();
+        let mut dir = path;
+        while !dir.as_os_str().is_empty() && !g.dir_exists(&dir) {
+            if g.names.contains_key(&dir) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is a file", dir.display()),
+                ));
+            }
+            g.dirs.insert(dir.clone());
+            dir = parent_of(&dir);
+        }
+        Ok(())
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let path = norm(path);
+        let g = self.inner();
+        if !g.dir_exists(&path) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no directory {}", path.display()),
+            ));
+        }
+        let mut out: Vec<String> = g
+            .names
+            .keys()
+            .chain(g.dirs.iter())
+            .filter(|p| p.parent() == Some(path.as_path()))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let path = norm(path);
+        let g = self.inner();
+        g.names.contains_key(&path) || g.dir_exists(&path)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
+        let path = norm(path);
+        let mut g = self.inner();
+        let ino = match mode {
+            OpenMode::Read | OpenMode::ReadWrite => {
+                g.check_fault(FaultKind::Open, &[&path])?;
+                *g.names.get(&path).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("no file {}", path.display()),
+                    )
+                })?
+            }
+            OpenMode::CreateNew => {
+                g.check_fault(FaultKind::Create, &[&path])?;
+                if g.names.contains_key(&path) || g.dir_exists(&path) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists", path.display()),
+                    ));
+                }
+                if !g.dir_exists(&parent_of(&path)) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("no parent directory for {}", path.display()),
+                    ));
+                }
+                let ino = g.new_node(Node::default());
+                g.names.insert(path.clone(), ino);
+                ino
+            }
+        };
+        let writable = mode != OpenMode::Read;
+        Ok(Box::new(self.handle(&mut g, ino, path, writable)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let (from, to) = (norm(from), norm(to));
+        let mut g = self.inner();
+        g.check_fault(FaultKind::Rename, &[&from, &to])?;
+        let ino = *g.names.get(&from).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no file {}", from.display()),
+            )
+        })?;
+        if g.dir_exists(&to) || !g.dir_exists(&parent_of(&to)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot rename onto {}", to.display()),
+            ));
+        }
+        if from == to {
+            return Ok(());
+        }
+        g.names.remove(&from);
+        if let Some(old) = g.names.insert(to, ino) {
+            g.collect(old);
+        }
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let path = norm(path);
+        let mut g = self.inner();
+        g.check_fault(FaultKind::Remove, &[&path])?;
+        let ino = g.names.remove(&path).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no file {}", path.display()),
+            )
+        })?;
+        g.collect(ino);
+        Ok(())
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let path = norm(path);
+        let mut g = self.inner();
+        g.check_fault(FaultKind::SyncDir, &[&path])?;
+        if !g.dir_exists(&path) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no directory {}", path.display()),
+            ));
+        }
+        let in_dir = |p: &PathBuf| p.parent() == Some(path.as_path());
+        let dropped: Vec<Ino> = g
+            .durable_names
+            .iter()
+            .filter(|(p, _)| in_dir(p))
+            .map(|(_, &i)| i)
+            .collect();
+        g.durable_names.retain(|p, _| !in_dir(p));
+        let now: Vec<(PathBuf, Ino)> = g
+            .names
+            .iter()
+            .filter(|(p, _)| in_dir(p))
+            .map(|(p, &i)| (p.clone(), i))
+            .collect();
+        g.durable_names.extend(now);
+        for ino in dropped {
+            g.collect(ino);
+        }
+        g.sync_count += 1;
+        Ok(())
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn StorageLock>> {
+        let path = norm(path);
+        let mut g = self.inner();
+        if g.locks.contains(&path) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the lock is held by another open",
+            ));
+        }
+        if !g.names.contains_key(&path) {
+            if !g.dir_exists(&parent_of(&path)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no parent directory for {}", path.display()),
+                ));
+            }
+            let ino = g.new_node(Node::default());
+            g.names.insert(path.clone(), ino);
+        }
+        g.locks.insert(path.clone());
+        Ok(Box::new(SimLock {
+            shared: Arc::clone(&self.shared),
+            generation: g.generation,
+            path,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;
