@@ -13,7 +13,7 @@ use crate::db::sequencer::{CommitResult, Committer, Request, process};
 use crate::db::validate::Prepare;
 use crate::db::view::View;
 use crate::error::{Result, TidalError};
-use crate::meta::Meta;
+use crate::meta::{self, Meta};
 use crate::snapshot::{self, Section, SnapshotHeader};
 use crate::state::{State, StateParams};
 use crate::storage::{Storage, StorageLock, write_file_atomic};
@@ -135,7 +135,7 @@ impl Core {
                 TidalError::io("lock", &lock_path, e)
             }
         })?;
-        let meta = Meta::load_or_create(storage.as_ref(), &config)?;
+        let meta = meta::load_or_create(storage.as_ref(), &config)?;
         if config.cluster.role != role {
             return Err(TidalError::RoleMismatch {
                 reason: format!(
