@@ -1,3 +1,6 @@
 //! The write-ahead log: format, segments, recovery and group commit.
 
+pub mod format;
+pub mod log;
 pub mod record;
+pub mod segment;
