@@ -5,7 +5,7 @@ use crate::crdt::hlc::Hlc;
 use crate::storage::RealStorage;
 use crate::types::{EntityId, EntityKind, Epoch, Timestamp};
 use crate::wal::format::encode_batch;
-use crate::wal::segment::segment_name;
+use crate::wal::segment::{encode_segment_header, segment_name};
 
 const SCHEMA: Schema = Schema {
     signal_type_count: 3,

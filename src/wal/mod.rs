@@ -3,4 +3,5 @@
 pub mod format;
 pub mod log;
 pub mod record;
+mod recovery;
 pub mod segment;
