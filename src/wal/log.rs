@@ -120,6 +120,9 @@ pub struct Wal {
     bytes_since_open: u64,
 }
 
+// The commit path shares the log across threads behind a lock.
+static_assertions::assert_impl_all!(Wal: Send, Sync);
+
 impl Wal {
     /// Opens (creating the wal dir if missing) and scans every segment in
     /// SeqNo order. Calls `replay` for every valid batch whose first SeqNo is
@@ -345,3 +348,7 @@ fn ensure_dir(storage: &dyn Storage, data_dir: &Path, dir: &Path) -> Result<()> 
 #[cfg(test)]
 #[path = "log_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "log_model_tests.rs"]
+mod model_tests;

@@ -7,13 +7,13 @@ use crate::types::{EntityId, EntityKind, Epoch, Timestamp};
 use crate::wal::format::encode_batch;
 use crate::wal::segment::{encode_segment_header, segment_name};
 
-const SCHEMA: Schema = Schema {
+pub(super) const SCHEMA: Schema = Schema {
     signal_type_count: 3,
     dimension: 2,
 };
-const SHARD: ShardId = ShardId(7);
+pub(super) const SHARD: ShardId = ShardId(7);
 
-fn cfg(data_dir: &Path, segment_bytes: u64) -> LogConfig {
+pub(super) fn cfg(data_dir: &Path, segment_bytes: u64) -> LogConfig {
     LogConfig {
         storage: Arc::new(RealStorage),
         data_dir: data_dir.to_path_buf(),
@@ -26,7 +26,7 @@ fn cfg(data_dir: &Path, segment_bytes: u64) -> LogConfig {
 }
 
 /// A batch of `n` records starting at `first`, and its bytes.
-fn batch(first: u64, n: u32) -> (BatchMeta, Vec<Record>, Vec<u8>) {
+pub(super) fn batch(first: u64, n: u32) -> (BatchMeta, Vec<Record>, Vec<u8>) {
     let meta = BatchMeta {
         shard: SHARD,
         first_seqno: SeqNo(first),
@@ -58,9 +58,9 @@ fn batch(first: u64, n: u32) -> (BatchMeta, Vec<Record>, Vec<u8>) {
     (meta, records, bytes)
 }
 
-type Replayed = Vec<(BatchMeta, Vec<Record>)>;
+pub(super) type Replayed = Vec<(BatchMeta, Vec<Record>)>;
 
-fn open(cfg: LogConfig, after: u64) -> Result<(Wal, LogRecoveryReport, Replayed)> {
+pub(super) fn open(cfg: LogConfig, after: u64) -> Result<(Wal, LogRecoveryReport, Replayed)> {
     let mut seen = Vec::new();
     let (wal, report) = Wal::open(cfg, SeqNo(after), &mut |m, r| seen.push((*m, r.to_vec())))?;
     Ok((wal, report, seen))
@@ -472,4 +472,33 @@ fn remove_segments_below_keeps_what_is_needed() {
     let (wal, report, _) = open(cfg(tmp.path(), 4096), after).unwrap();
     assert!(report.cuts.is_empty());
     assert_eq!(wal.next_seqno(), next);
+}
+
+#[test]
+fn a_damaged_header_of_an_earlier_segment_is_damage_at_offset_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut wal, ..) = open(cfg(tmp.path(), 4096), 0).unwrap();
+    let placed = append_all(&mut wal, &(0..100).map(|i| 1 + i % 9).collect::<Vec<_>>());
+    let segs = wal.segments();
+    assert!(segs.len() >= 3);
+    drop(wal);
+    flip(&segs[1].path, 17);
+    let (p, offset, _) = corruption(open(cfg(tmp.path(), 4096), 0).unwrap_err());
+    assert_eq!((p, offset), (segs[1].path.clone(), 0));
+    let mut c = cfg(tmp.path(), 4096);
+    c.recovery_mode = RecoveryMode::PointInTime;
+    let (wal, report, seen) = open(c, 0).unwrap();
+    let kept: Vec<Placed> = placed
+        .iter()
+        .filter(|p| p.path == segs[0].path)
+        .cloned()
+        .collect();
+    assert_eq!(seen, expected(&kept));
+    assert_eq!(report.cuts[0].offset, 0);
+    assert_eq!(wal.next_seqno(), segs[1].first_seqno);
+    drop(wal);
+    // The cut segment got a fresh header: the log is whole again.
+    let (_, report, seen) = open(cfg(tmp.path(), 4096), 0).unwrap();
+    assert!(report.cuts.is_empty());
+    assert_eq!(seen.len(), kept.len());
 }
