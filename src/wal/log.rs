@@ -108,6 +108,52 @@ struct Current {
 }
 
 /// The write-ahead log of one shard.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tidal::storage::RealStorage;
+/// use tidal::wal::format::{BatchMeta, Schema, encode_batch};
+/// use tidal::wal::log::{LogConfig, Wal};
+/// use tidal::wal::record::Record;
+/// use tidal::{EntityId, Epoch, Hlc, RecoveryMode, SeqNo, ShardId, Timestamp};
+///
+/// let dir = tempfile::tempdir()?;
+/// let cfg = LogConfig {
+///     storage: Arc::new(RealStorage),
+///     data_dir: dir.path().to_path_buf(),
+///     shard: ShardId(0),
+///     segment_bytes: 1 << 20,
+///     strict_tail: true,
+///     recovery_mode: RecoveryMode::Strict,
+///     schema: Schema { signal_type_count: 1, dimension: 8 },
+/// };
+/// let (mut wal, _) = Wal::open(cfg.clone(), SeqNo(0), &mut |_, _| {})?;
+/// let records = [Record::Signal {
+///     signal_type: 0,
+///     entity: EntityId(42),
+///     weight: 1.0,
+///     at: Timestamp(1_000),
+/// }];
+/// let meta = BatchMeta {
+///     shard: ShardId(0),
+///     first_seqno: wal.next_seqno(),
+///     epoch: Epoch::FIRST,
+///     hlc: Hlc::new(1_000, 0),
+///     record_count: 1,
+/// };
+/// let mut bytes = Vec::new();
+/// encode_batch(&meta, &records, &mut bytes);
+/// wal.append(&meta, &bytes)?;
+/// wal.sync()?;
+/// drop(wal);
+///
+/// let mut replayed = Vec::new();
+/// let (wal, report) = Wal::open(cfg, SeqNo(0), &mut |m, r| replayed.push((*m, r.to_vec())))?;
+/// assert_eq!(replayed, vec![(meta, records.to_vec())]);
+/// assert!(report.cuts.is_empty());
+/// assert_eq!(wal.next_seqno(), SeqNo(2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Wal {
     storage: Arc<dyn Storage>,

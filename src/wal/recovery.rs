@@ -150,6 +150,14 @@ pub(super) fn recover(
                 } else {
                     CutKind::TornTail
                 };
+                // Later segments are set aside before the cut: a crash in
+                // between leaves the damaged segment last, and the next
+                // open makes the same decision again.
+                let mut set_aside_cuts = Vec::new();
+                if !is_last {
+                    set_aside(cfg, dir, &names[i + 1..], &mut set_aside_cuts)?;
+                    names.truncate(i + 1);
+                }
                 cut_segment(cfg, path, *first, offset, buf.len() as u64)?;
                 warn_cut(path, offset, &reason, kind);
                 st.report.cuts.push(LogCut {
@@ -158,10 +166,7 @@ pub(super) fn recover(
                     reason,
                     kind,
                 });
-                if !is_last {
-                    set_aside(cfg, dir, &names[i + 1..], &mut st.report)?;
-                    names.truncate(i + 1);
-                }
+                st.report.cuts.append(&mut set_aside_cuts);
                 offset.max(SEGMENT_HEADER_LEN as u64)
             }
         };
@@ -381,7 +386,7 @@ fn set_aside(
     cfg: &LogConfig,
     dir: &Path,
     later: &[(SeqNo, PathBuf)],
-    report: &mut LogRecoveryReport,
+    cuts: &mut Vec<LogCut>,
 ) -> Result<()> {
     for (_, path) in later {
         let mut to = path.with_extension("seg.damaged");
@@ -398,7 +403,7 @@ fn set_aside(
             to.display()
         );
         warn_cut(path, 0, &reason, CutKind::PointInTime);
-        report.cuts.push(LogCut {
+        cuts.push(LogCut {
             path: path.clone(),
             offset: 0,
             reason,
