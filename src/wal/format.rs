@@ -104,6 +104,9 @@ pub struct Schema {
 pub fn encode_batch(meta: &BatchMeta, records: &[Record], out: &mut Vec<u8>) {
     debug_assert_eq!(meta.record_count as usize, records.len());
     let start = out.len();
+    // One reservation sized for signals, the common record, so a batch
+    // of signals grows `out` once.
+    out.reserve(BATCH_HEADER_LEN + records.len() * SIGNAL_RECORD_BYTES);
     out.extend_from_slice(&BATCH_MAGIC);
     out.put_u16(BATCH_VERSION);
     out.put_u16(0);
