@@ -1,3 +1,7 @@
 //! The write-ahead log: format, segments, recovery and group commit.
 
+pub mod format;
+pub mod log;
 pub mod record;
+mod recovery;
+pub mod segment;

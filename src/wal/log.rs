@@ -1,0 +1,400 @@
+//! The log of one shard: appends, rolls, syncs and retention.
+//!
+//! [`Wal::open`] recovers the log first (the rules are in the `recovery`
+//! module: torn tails are cut, media damage is refused under `strict_tail`
+//! and cut otherwise, damage in earlier segments is `Corruption` unless
+//! `RecoveryMode::PointInTime`), then appending continues right after the
+//! last good batch. Every cut is reported in [`LogRecoveryReport`] and
+//! logged: nothing is lost silently.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::RecoveryMode;
+use crate::error::{Result, TidalError};
+use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::types::{SeqNo, ShardId};
+use crate::wal::format::{BATCH_HEADER_LEN, BatchMeta, Schema, decode_header};
+use crate::wal::record::Record;
+use crate::wal::recovery::recover;
+use crate::wal::segment::{SEGMENT_HEADER_LEN, create_segment, wal_dir};
+
+/// How to open the log of one shard.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// The file system every segment is reached through.
+    pub storage: Arc<dyn Storage>,
+    /// The database directory; segments live under `wal/shard-NNNNN/`.
+    pub data_dir: PathBuf,
+    /// The shard whose log this is; segments and batches of another are refused.
+    pub shard: ShardId,
+    /// Segments roll when the next batch would pass this size, and are
+    /// pre-allocated to it.
+    pub segment_bytes: u64,
+    /// Whether every appended batch may have been acknowledged as durable
+    /// (`Durability::Sync`), which makes damage before a valid batch an error.
+    pub strict_tail: bool,
+    /// Whether damage in an earlier segment is an error or a point-in-time stop.
+    pub recovery_mode: RecoveryMode,
+    /// What the record decoder accepts.
+    pub schema: Schema,
+}
+
+/// Why recovery cut part of the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutKind {
+    /// A batch cut short or garbled by a crash mid-write, with nothing valid after it.
+    TornTail,
+    /// A bad batch followed by valid ones, tolerated because writes were
+    /// not synced one by one (`Durability::Periodic`).
+    MediaDamageUnderPeriodic,
+    /// Damage accepted by `RecoveryMode::PointInTime`: the log stops at the
+    /// last good batch and later segments are kept as `*.damaged`.
+    PointInTime,
+}
+
+/// One region of the log that recovery cut off or set aside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogCut {
+    /// The segment file (its name before any rename to `*.damaged`).
+    pub path: PathBuf,
+    /// Where the cut starts in that file; everything from here on is gone
+    /// from the log.
+    pub offset: u64,
+    /// What was found there.
+    pub reason: String,
+    /// Why the cut was allowed.
+    pub kind: CutKind,
+}
+
+/// What [`Wal::open`] found, so the caller can report it and nothing is
+/// lost silently.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogRecoveryReport {
+    /// Segment files scanned.
+    pub segments: usize,
+    /// Batches passed to `replay` (those above the snapshot).
+    pub batches_replayed: u64,
+    /// Records in those batches.
+    pub records_replayed: u64,
+    /// The last valid batch of the log, replayed or not: its epoch and HLC
+    /// seed the node's epoch and clock.
+    pub last: Option<BatchMeta>,
+    /// Every cut made, in log order.
+    pub cuts: Vec<LogCut>,
+}
+
+/// One segment file of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// The SeqNo of its first record (from its name and header).
+    pub first_seqno: SeqNo,
+    /// The file's length in bytes, pre-allocated zeros included.
+    pub len: u64,
+}
+
+/// The segment being appended to.
+#[derive(Debug)]
+struct Current {
+    path: PathBuf,
+    file: Box<dyn StorageFile>,
+    /// Where the next batch goes: right after the last good batch.
+    end_offset: u64,
+    /// The SeqNo the next batch of this segment must start at.
+    seg_next: SeqNo,
+    has_batches: bool,
+}
+
+/// The write-ahead log of one shard.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tidal::storage::RealStorage;
+/// use tidal::wal::format::{BatchMeta, Schema, encode_batch};
+/// use tidal::wal::log::{LogConfig, Wal};
+/// use tidal::wal::record::Record;
+/// use tidal::{EntityId, Epoch, Hlc, RecoveryMode, SeqNo, ShardId, Timestamp};
+///
+/// let dir = tempfile::tempdir()?;
+/// let cfg = LogConfig {
+///     storage: Arc::new(RealStorage),
+///     data_dir: dir.path().to_path_buf(),
+///     shard: ShardId(0),
+///     segment_bytes: 1 << 20,
+///     strict_tail: true,
+///     recovery_mode: RecoveryMode::Strict,
+///     schema: Schema { signal_type_count: 1, dimension: 8 },
+/// };
+/// let (mut wal, _) = Wal::open(cfg.clone(), SeqNo(0), &mut |_, _| {})?;
+/// let records = [Record::Signal {
+///     signal_type: 0,
+///     entity: EntityId(42),
+///     weight: 1.0,
+///     at: Timestamp(1_000),
+/// }];
+/// let meta = BatchMeta {
+///     shard: ShardId(0),
+///     first_seqno: wal.next_seqno(),
+///     epoch: Epoch::FIRST,
+///     hlc: Hlc::new(1_000, 0),
+///     record_count: 1,
+/// };
+/// let mut bytes = Vec::new();
+/// encode_batch(&meta, &records, &mut bytes);
+/// wal.append(&meta, &bytes)?;
+/// wal.sync()?;
+/// drop(wal);
+///
+/// let mut replayed = Vec::new();
+/// let (wal, report) = Wal::open(cfg, SeqNo(0), &mut |m, r| replayed.push((*m, r.to_vec())))?;
+/// assert_eq!(replayed, vec![(meta, records.to_vec())]);
+/// assert!(report.cuts.is_empty());
+/// assert_eq!(wal.next_seqno(), SeqNo(2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Wal {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    shard: ShardId,
+    segment_bytes: u64,
+    segments: Vec<SegmentInfo>,
+    current: Option<Current>,
+    next_seqno: SeqNo,
+    bytes_since_open: u64,
+}
+
+// The commit path shares the log across threads behind a lock.
+static_assertions::assert_impl_all!(Wal: Send, Sync);
+
+impl Wal {
+    /// Opens (creating the wal dir if missing) and scans every segment in
+    /// SeqNo order. Calls `replay` for every valid batch whose first SeqNo is
+    /// above `after` (batches at or below `after` are in the snapshot and
+    /// skipped; a batch straddling `after` is `Corruption`). Replayed batches
+    /// must be contiguous: the first starts at `after + 1` and each next at
+    /// the previous last + 1, else `Corruption` naming file and offset.
+    /// Damage is cut, reported or refused as the module docs say; appending
+    /// then continues right after the last good batch.
+    pub fn open(
+        cfg: LogConfig,
+        after: SeqNo,
+        replay: &mut dyn FnMut(&BatchMeta, &[Record]),
+    ) -> Result<(Wal, LogRecoveryReport)> {
+        let storage = Arc::clone(&cfg.storage);
+        let dir = wal_dir(&cfg.data_dir, cfg.shard);
+        ensure_dir(storage.as_ref(), &cfg.data_dir, &dir)?;
+        let rec = recover(&cfg, &dir, after, replay)?;
+        let (segments, report) = (rec.segments, rec.report);
+        let log_end = report.last.map_or(SeqNo(0), |m| m.last_seqno());
+        let next_seqno = log_end.max(after).next();
+        let current = match (segments.last(), rec.tail) {
+            (Some(info), Some(tail)) => {
+                let file = storage
+                    .open(&info.path, OpenMode::ReadWrite)
+                    .map_err(|e| TidalError::io("open segment", &info.path, e))?;
+                Some(Current {
+                    path: info.path.clone(),
+                    file,
+                    end_offset: tail.end_offset,
+                    seg_next: tail.seg_next,
+                    has_batches: tail.has_batches,
+                })
+            }
+            _ => None,
+        };
+        let wal = Wal {
+            storage,
+            dir,
+            shard: cfg.shard,
+            segment_bytes: cfg.segment_bytes,
+            segments,
+            current,
+            next_seqno,
+            bytes_since_open: 0,
+        };
+        Ok((wal, report))
+    }
+
+    /// The SeqNo the next appended batch must start at.
+    pub fn next_seqno(&self) -> SeqNo {
+        self.next_seqno
+    }
+
+    /// The directory holding this shard's segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one encoded batch, whose `meta.first_seqno` must equal
+    /// [`Wal::next_seqno`] (a gap or overlap is refused, never written).
+    ///
+    /// Rolls first if the batch does not fit the current segment: the
+    /// current segment is synced before the next is created, and the new one
+    /// is named by the batch's first SeqNo. A batch larger than a whole
+    /// segment goes alone into a fresh one and extends it. The first segment
+    /// is created lazily. Nothing is synced here beyond a roll: call
+    /// [`Wal::sync`].
+    pub fn append(&mut self, meta: &BatchMeta, bytes: &[u8]) -> Result<()> {
+        self.check_batch(meta, bytes)?;
+        let len = bytes.len() as u64;
+        let must_roll = match &self.current {
+            None => true,
+            Some(c) => {
+                c.seg_next != meta.first_seqno
+                    || (c.has_batches && c.end_offset.saturating_add(len) > self.segment_bytes)
+            }
+        };
+        if must_roll {
+            self.roll(meta.first_seqno)?;
+        }
+        let Some(c) = self.current.as_mut() else {
+            return Err(TidalError::corruption(
+                &self.dir,
+                0,
+                "no segment to append to after a roll",
+            ));
+        };
+        c.file
+            .write_all_at(bytes, c.end_offset)
+            .map_err(|e| TidalError::io("write batch", &c.path, e))?;
+        c.end_offset += len;
+        c.seg_next = meta.last_seqno().next();
+        c.has_batches = true;
+        if let Some(info) = self.segments.last_mut() {
+            info.len = info.len.max(c.end_offset);
+        }
+        self.next_seqno = c.seg_next;
+        self.bytes_since_open += len;
+        Ok(())
+    }
+
+    /// Makes every appended batch durable (fdatasync of the current segment;
+    /// earlier segments were synced when they rolled).
+    pub fn sync(&self) -> Result<()> {
+        match &self.current {
+            Some(c) => c
+                .file
+                .sync_data()
+                .map_err(|e| TidalError::io("sync segment", &c.path, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// The live segment files, oldest first; the last is the one appended to.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.segments.clone()
+    }
+
+    /// Deletes the segments whose records are all below `seqno` (the next
+    /// segment starts at or below `seqno`), never the current one, then
+    /// syncs the directory. Returns the bytes freed.
+    pub fn remove_segments_below(&mut self, seqno: SeqNo) -> Result<u64> {
+        let mut freed_bytes = 0;
+        let mut removed = false;
+        while self.segments.len() > 1 && self.segments[1].first_seqno <= seqno {
+            let info = &self.segments[0];
+            self.storage
+                .remove_file(&info.path)
+                .map_err(|e| TidalError::io("remove segment", &info.path, e))?;
+            freed_bytes += info.len;
+            removed = true;
+            self.segments.remove(0);
+        }
+        if removed {
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(|e| TidalError::io("sync dir", &self.dir, e))?;
+        }
+        Ok(freed_bytes)
+    }
+
+    /// Bytes appended since open, for snapshot scheduling.
+    pub fn bytes_since_open(&self) -> u64 {
+        self.bytes_since_open
+    }
+
+    /// Refuses a batch that would leave a gap, an overlap or a foreign
+    /// shard in the log, or whose bytes do not match its meta.
+    fn check_batch(&self, meta: &BatchMeta, bytes: &[u8]) -> Result<()> {
+        let offset = self.current.as_ref().map_or(0, |c| c.end_offset);
+        let refuse = |reason: String| Err(TidalError::corruption(&self.dir, offset, reason));
+        if meta.first_seqno != self.next_seqno {
+            return refuse(format!(
+                "refusing to append a batch at SeqNo {}: the log continues at {}",
+                meta.first_seqno, self.next_seqno
+            ));
+        }
+        if meta.shard != self.shard {
+            return refuse(format!(
+                "refusing to append a batch of shard {} to the log of shard {}",
+                meta.shard, self.shard
+            ));
+        }
+        match decode_header(bytes) {
+            Ok((m, payload_len, _))
+                if m == *meta && payload_len as usize + BATCH_HEADER_LEN == bytes.len() =>
+            {
+                Ok(())
+            }
+            Ok(_) => refuse("refusing to append bytes whose header differs from the batch".into()),
+            Err(e) => refuse(format!("refusing to append a bad batch: {e}")),
+        }
+    }
+
+    /// Syncs the current segment, then creates the next, named `first`.
+    fn roll(&mut self, first: SeqNo) -> Result<()> {
+        if let Some(c) = &self.current {
+            c.file
+                .sync_data()
+                .map_err(|e| TidalError::io("sync segment", &c.path, e))?;
+        }
+        let (path, file) = create_segment(
+            self.storage.as_ref(),
+            &self.dir,
+            self.shard,
+            first,
+            self.segment_bytes,
+        )?;
+        self.segments.push(SegmentInfo {
+            path: path.clone(),
+            first_seqno: first,
+            len: self.segment_bytes.max(SEGMENT_HEADER_LEN as u64),
+        });
+        self.current = Some(Current {
+            path,
+            file,
+            end_offset: SEGMENT_HEADER_LEN as u64,
+            seg_next: first,
+            has_batches: false,
+        });
+        Ok(())
+    }
+}
+
+/// Creates the shard's wal directory if missing, syncing its parents so
+/// the new entries are durable.
+fn ensure_dir(storage: &dyn Storage, data_dir: &Path, dir: &Path) -> Result<()> {
+    if storage.exists(dir) {
+        return Ok(());
+    }
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| TidalError::io("create dir", dir, e))?;
+    for d in [dir.parent().unwrap_or(data_dir), data_dir] {
+        storage
+            .sync_dir(d)
+            .map_err(|e| TidalError::io("sync dir", d, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;
+
+#[cfg(test)]
+#[path = "log_model_tests.rs"]
+mod model_tests;
