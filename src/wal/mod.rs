@@ -1,5 +1,6 @@
 //! The write-ahead log: format, segments, recovery and group commit.
 
+pub(crate) mod commit;
 pub mod format;
 pub mod log;
 pub mod record;
