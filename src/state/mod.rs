@@ -8,9 +8,11 @@
 
 use std::sync::Arc;
 
+pub(crate) mod decay;
 pub mod entities;
 pub mod sessions;
 pub mod signals;
+mod trending;
 pub mod vectors;
 
 use crate::codec::{DecodeError, Put, Reader};

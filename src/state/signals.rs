@@ -1,0 +1,642 @@
+//! Per-signal-type decayed scores, counts and the trending index.
+//!
+//! # Forward decay with a moving landmark
+//!
+//! A decay score is `sum w_i * 2^(-(t - t_i)/h)`: every signal loses half its
+//! weight per half-life `h`. Decaying every stored score as time passes
+//! would cost a write per entity per tick. Forward decay (Cormode, Shkapenyuk,
+//! Srivastava and Xu, ICDE 2009) instead stores, per entity and type,
+//! `S = sum w_i * 2^((t_i - L)/h)` relative to a landmark time `L` shared by
+//! all entities of the type, and reads the score at `t` as
+//! `S * 2^(-(t - L)/h)`. Adding a signal is one addition, and since one
+//! factor converts every `S` of a type into its score, ordering by `S` is
+//! ordering by score at any time: the trending index is kept in `S` order
+//! (negative sums from skips included) and top-k reads never scan.
+//!
+//! `S` grows by a factor of two per half-life of signal time, so `L` has to
+//! follow the clock or `S` would overflow. It moves on a fixed schedule of
+//! *log* time: [`SignalStore::advance_landmarks`] is called with each
+//! batch's HLC physical time before its records apply, and once the time is
+//! a whole period `P = landmark_half_lives * h` past `L`, `L` jumps by the
+//! whole periods elapsed and every `S` of the type is multiplied by
+//! `2^(-landmark_half_lives * n)`. That factor is an exact power of two, so
+//! the multiplication is exact (until values become subnormal, then zero),
+//! the index order is unchanged, and a follower replaying the same log holds
+//! the same bits as its leader. `L` therefore always lies on the grid of
+//! multiples of `P`.
+//!
+//! A signal timestamped far ahead of `L` (more than
+//! [`CATCH_UP_HALF_LIVES`] half-lives, possible only with a half-life much
+//! shorter than the allowed clock skew, or with a caller that never advances
+//! the landmark) first moves its type's landmark along the same grid, as
+//! if the log time had reached the signal's time, so no `S` can overflow.
+//! This depends only on the sequence of calls, so replicas agree.
+//!
+//! # Precision
+//!
+//! Each factor `2^(d/h)` is split in integers into whole half-lives, applied
+//! as an exact power of two, and a fraction in `[1, 2)` computed with
+//! correctly rounded operations only (see `decay.rs`), so timestamps
+//! spanning thousands of half-lives lose nothing and every host computes the
+//! same bits. The score meets `|score - exact| <= 1e-9 * sum |w_i| *
+//! 2^(-(t - t_i)/h)` as long as the result is a normal f64; contributions
+//! below about 1e-308 of the weights underflow to zero. Values that would
+//! exceed `f64::MAX` (absurd weights, or reading at a time thousands of
+//! half-lives before a signal) saturate at `±f64::MAX`: nothing stored or
+//! returned is ever infinite or NaN.
+//!
+//! # Forgetting
+//!
+//! With `score_floor > 0`, an entry whose `|S|` is below the floor right
+//! after its type's landmark moves (its magnitude decayed to time `L`) is
+//! dropped, and its count with it: the count of a cold entity is forgotten,
+//! not kept. Without a floor, entries stay until their entity is deleted.
+//!
+//! A signal of weight zero creates an entry (scoring 0) without changing
+//! the count: the entity has been signalled, and trending may show it.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use crate::codec::{DecodeError, Put, Reader};
+use crate::state::decay::{Pow2, saturate, scale_pow2};
+use crate::state::trending::TrendingIndex;
+use crate::types::{EntityId, Timestamp};
+
+/// A signal more than this many half-lives ahead of its type's landmark
+/// moves the landmark first (see the module docs). `2^768` leaves room for
+/// weights up to about `1e77` before a sum could saturate.
+pub const CATCH_UP_HALF_LIVES: u64 = 768;
+
+/// The range of `landmark_half_lives` that `Config` accepts; other values
+/// are clamped into it so that no input can divide by zero or overflow.
+const LANDMARK_HALF_LIVES_MAX: u32 = 512;
+
+/// Version of the encoded section body, so it can evolve.
+const FORMAT_VERSION: u8 = 1;
+
+/// Bytes of one encoded entry: id, `S` bits, count.
+const ENTRY_BYTES: usize = 24;
+
+/// One (entity, type) state.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Cell {
+    /// Forward-decayed sum relative to the type's landmark; always finite
+    /// and never `-0.0`.
+    s: f64,
+    /// Signals with positive weight minus signals with negative weight.
+    count: i64,
+}
+
+/// The state of one signal type.
+#[derive(Clone, Debug)]
+struct TypeState {
+    half_life_ms: u64,
+    /// `landmark_half_lives * half_life_ms`, at least 1.
+    period_ms: u64,
+    landmark_ms: u64,
+    cells: HashMap<EntityId, Cell>,
+    index: TrendingIndex,
+}
+
+impl TypeState {
+    fn new(half_life_ms: u64, landmark_half_lives: u32) -> TypeState {
+        TypeState {
+            half_life_ms,
+            period_ms: half_life_ms
+                .max(1)
+                .saturating_mul(u64::from(landmark_half_lives)),
+            landmark_ms: 0,
+            cells: HashMap::new(),
+            index: TrendingIndex::default(),
+        }
+    }
+
+    /// Moves the landmark by the whole periods elapsed up to `time_ms`.
+    fn move_landmark(&mut self, time_ms: u64, landmark_half_lives: u32, score_floor: f64) {
+        let Some(elapsed_ms) = time_ms.checked_sub(self.landmark_ms) else {
+            return;
+        };
+        let periods = elapsed_ms / self.period_ms;
+        if periods == 0 {
+            return;
+        }
+        // periods * period_ms <= elapsed_ms, so this cannot overflow.
+        self.landmark_ms += periods * self.period_ms;
+        let doublings = i128::from(landmark_half_lives) * i128::from(periods);
+        let exp = i64::try_from(-doublings).unwrap_or(i64::MIN);
+        for cell in self.cells.values_mut() {
+            cell.s = scale_pow2(cell.s, exp);
+        }
+        if score_floor > 0.0 {
+            self.cells.retain(|_, c| c.s.abs() >= score_floor);
+            // Give memory back once most entries are gone.
+            if self.cells.capacity() > 4 * self.cells.len() + 64 {
+                self.cells.shrink_to_fit();
+            }
+        }
+        self.index
+            .rebuild(self.cells.iter().map(|(id, c)| (c.s, *id)));
+    }
+
+    /// The factor converting `S` into the score at `at`: `2^((L - at)/h)`.
+    fn read_factor(&self, at: Timestamp) -> Pow2 {
+        Pow2::ratio(
+            i128::from(self.landmark_ms) - i128::from(at.0),
+            self.half_life_ms,
+        )
+    }
+
+    fn score_with(&self, factor: Pow2, entity: EntityId) -> f64 {
+        self.cells.get(&entity).map_or(0.0, |c| factor.apply(c.s))
+    }
+}
+
+/// The score state of every signal type: decayed sums, counts and a
+/// trending index per type.
+///
+/// It is a deterministic function of the sequence of calls made on it, so
+/// a follower replaying the leader's log holds the same bits. It knows
+/// nothing of files, logs or sockets.
+#[derive(Clone, Debug)]
+pub struct SignalStore {
+    types: Vec<TypeState>,
+    landmark_half_lives: u32,
+    score_floor: f64,
+}
+
+impl SignalStore {
+    /// An empty store with one type per half-life (type ids are positions
+    /// in `half_lives_ms`), every landmark at 0. `landmark_half_lives` is
+    /// clamped to `1..=512` and a negative or NaN `score_floor` means no
+    /// floor; `Config` refuses such values before they get here.
+    pub fn new(half_lives_ms: &[u64], landmark_half_lives: u32, score_floor: f64) -> Self {
+        let landmark_half_lives = landmark_half_lives.clamp(1, LANDMARK_HALF_LIVES_MAX);
+        SignalStore {
+            types: half_lives_ms
+                .iter()
+                .map(|&h| TypeState::new(h, landmark_half_lives))
+                .collect(),
+            landmark_half_lives,
+            score_floor: if score_floor > 0.0 { score_floor } else { 0.0 },
+        }
+    }
+
+    /// Moves each type's landmark on the schedule of log time; call it once
+    /// per batch, with the batch's HLC physical milliseconds, before its
+    /// records apply. Cost: nothing unless a landmark moves, then a rescale
+    /// and an index rebuild of that type (once every `landmark_half_lives`
+    /// half-lives).
+    pub fn advance_landmarks(&mut self, log_time_ms: u64) {
+        for t in &mut self.types {
+            t.move_landmark(log_time_ms, self.landmark_half_lives, self.score_floor);
+        }
+    }
+
+    /// Adds one signal in O(1) (plus the index update). Timestamps may
+    /// arrive out of order. The weight must be finite and the type known
+    /// (both validated upstream); anything else is ignored, never a panic.
+    pub fn add(&mut self, type_id: u16, entity: EntityId, weight: f64, at: Timestamp) {
+        let Some(t) = self.types.get_mut(usize::from(type_id)) else {
+            debug_assert!(false, "unknown signal type {type_id}");
+            return;
+        };
+        if !weight.is_finite() {
+            debug_assert!(false, "non-finite weight {weight}");
+            return;
+        }
+        if at.0.saturating_sub(t.landmark_ms) / t.half_life_ms.max(1) >= CATCH_UP_HALF_LIVES {
+            t.move_landmark(at.0, self.landmark_half_lives, self.score_floor);
+        }
+        let contribution =
+            Pow2::ratio(i128::from(at.0) - i128::from(t.landmark_ms), t.half_life_ms).apply(weight);
+        let step = match weight.partial_cmp(&0.0) {
+            Some(Ordering::Greater) => 1,
+            Some(Ordering::Less) => -1,
+            _ => 0,
+        };
+        match t.cells.get_mut(&entity) {
+            Some(cell) => {
+                let s = saturate(cell.s + contribution);
+                cell.count = cell.count.saturating_add(step);
+                if s.to_bits() != cell.s.to_bits() {
+                    t.index.remove(cell.s, entity);
+                    t.index.insert(s, entity);
+                    cell.s = s;
+                }
+            }
+            None => {
+                t.cells.insert(
+                    entity,
+                    Cell {
+                        s: contribution,
+                        count: step,
+                    },
+                );
+                t.index.insert(contribution, entity);
+            }
+        }
+        debug_assert_eq!(t.index.len(), t.cells.len());
+    }
+
+    /// Removes the entity from every type (a delete frees its space).
+    pub fn remove_entity(&mut self, entity: EntityId) {
+        for t in &mut self.types {
+            if let Some(cell) = t.cells.remove(&entity) {
+                let removed = t.index.remove(cell.s, entity);
+                debug_assert!(removed, "index lost entity {entity}");
+            }
+        }
+    }
+
+    /// The decayed score at `at`: `S * 2^(-(at - L)/h)`; 0.0 when the
+    /// entity has no entry of that type. Finite for every `at`, also before
+    /// the landmark.
+    pub fn score(&self, type_id: u16, entity: EntityId, at: Timestamp) -> f64 {
+        self.types
+            .get(usize::from(type_id))
+            .map_or(0.0, |t| t.score_with(t.read_factor(at), entity))
+    }
+
+    /// Signals with positive weight minus those with negative weight; 0 when
+    /// absent.
+    pub fn count(&self, type_id: u16, entity: EntityId) -> i64 {
+        self.cell(type_id, entity).map_or(0, |c| c.count)
+    }
+
+    /// Whether the entity has an entry of that type.
+    pub fn contains(&self, type_id: u16, entity: EntityId) -> bool {
+        self.cell(type_id, entity).is_some()
+    }
+
+    /// Number of entries of that type (0 for an unknown type).
+    pub fn len(&self, type_id: u16) -> usize {
+        self.types
+            .get(usize::from(type_id))
+            .map_or(0, |t| t.cells.len())
+    }
+
+    /// Whether no type holds any entry.
+    pub fn is_empty(&self) -> bool {
+        self.types.iter().all(|t| t.cells.is_empty())
+    }
+
+    /// Number of signal types.
+    pub fn type_count(&self) -> usize {
+        self.types.len()
+    }
+
+    /// The type's current landmark in ms (0 for an unknown type).
+    pub fn landmark_ms(&self, type_id: u16) -> u64 {
+        self.types
+            .get(usize::from(type_id))
+            .map_or(0, |t| t.landmark_ms)
+    }
+
+    fn cell(&self, type_id: u16, entity: EntityId) -> Option<&Cell> {
+        self.types
+            .get(usize::from(type_id))
+            .and_then(|t| t.cells.get(&entity))
+    }
+
+    /// Exact top-k of a blend `sum_j weight_j * score_j(entity, at)` over
+    /// the entities that have an entry in at least one listed type, filtered
+    /// by `accept` (called at most once per entity); best first, ties broken
+    /// by id ascending.
+    ///
+    /// One type walks its index from the top (from the bottom for a negative
+    /// weight) and stops after `k` accepted entities plus those whose
+    /// computed score equals the k-th, so ties stay exact after the float
+    /// rounding of `S * factor`. Several types with weights `>= 0` use
+    /// Fagin's threshold algorithm over the per-type indexes; any negative
+    /// weight falls back to a scan of the union. Unknown type ids contribute
+    /// nothing, and a non-finite weight counts as 0. Every path computes a
+    /// score with the same operations, so results do not depend on the path.
+    pub fn top_k(
+        &self,
+        blend: &[(u16, f64)],
+        at: Timestamp,
+        k: usize,
+        accept: &mut dyn FnMut(EntityId) -> bool,
+    ) -> Vec<(EntityId, f64)> {
+        let lanes: Vec<Lane<'_>> = blend
+            .iter()
+            .filter_map(|&(type_id, weight)| {
+                let ty = self.types.get(usize::from(type_id))?;
+                Some(Lane {
+                    ty,
+                    // +0.0 turns -0.0 into 0.0.
+                    weight: if weight.is_finite() {
+                        weight + 0.0
+                    } else {
+                        0.0
+                    },
+                    factor: ty.read_factor(at),
+                })
+            })
+            .collect();
+        if k == 0 || lanes.is_empty() {
+            return Vec::new();
+        }
+        if let [lane] = lanes.as_slice() {
+            return top_k_walk(lane, k, accept);
+        }
+        if lanes.iter().any(|l| l.weight < 0.0) {
+            top_k_scan(&lanes, k, accept)
+        } else {
+            top_k_threshold(&lanes, k, accept)
+        }
+    }
+
+    /// Appends the snapshot section body: a format version, then per type
+    /// its half-life (checked on decode), landmark and entries `(id, S bits,
+    /// count)` in index order, so equal states encode to equal bytes. The
+    /// index itself is rebuilt on decode.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u8(FORMAT_VERSION);
+        // Type counts are u16 ids, far below u32::MAX.
+        out.put_u32(self.types.len() as u32);
+        for t in &self.types {
+            out.put_u64(t.half_life_ms);
+            out.put_u64(t.landmark_ms);
+            out.put_u32(t.cells.len() as u32);
+            for (s, id) in t.index.iter() {
+                let count = t.cells.get(&id).map_or(0, |c| c.count);
+                out.put_u64(id.0);
+                out.put_f64(s);
+                out.put_u64(count as u64);
+            }
+        }
+    }
+
+    /// Decodes what [`SignalStore::encode`] wrote, for the given
+    /// configuration. Never panics: a wrong version, a type list that does
+    /// not match `half_lives_ms`, a non-finite `S`, a duplicate id or short
+    /// input is a [`DecodeError`].
+    pub fn decode(
+        r: &mut Reader<'_>,
+        half_lives_ms: &[u64],
+        landmark_half_lives: u32,
+        score_floor: f64,
+    ) -> Result<Self, DecodeError> {
+        let version = r.u8()?;
+        if version != FORMAT_VERSION {
+            return Err(r.error(format!("unknown signal state version {version}")));
+        }
+        let type_count = r.u32()? as usize;
+        if type_count != half_lives_ms.len() {
+            return Err(r.error(format!(
+                "{type_count} signal types stored, {} configured",
+                half_lives_ms.len()
+            )));
+        }
+        let mut store = SignalStore::new(half_lives_ms, landmark_half_lives, score_floor);
+        for t in &mut store.types {
+            let half_life_ms = r.u64()?;
+            if half_life_ms != t.half_life_ms {
+                return Err(r.error(format!(
+                    "half-life {half_life_ms} ms stored, {} ms configured",
+                    t.half_life_ms
+                )));
+            }
+            t.landmark_ms = r.u64()?;
+            let n = r.count(ENTRY_BYTES)?;
+            t.cells.reserve(n);
+            for _ in 0..n {
+                let id = EntityId(r.u64()?);
+                let s = r.f64()?;
+                let count = r.u64()? as i64;
+                if !s.is_finite() {
+                    return Err(r.error(format!("non-finite score sum for entity {id}")));
+                }
+                let cell = Cell { s: s + 0.0, count };
+                if t.cells.insert(id, cell).is_some() {
+                    return Err(r.error(format!("entity {id} appears twice")));
+                }
+            }
+            t.index.rebuild(t.cells.iter().map(|(id, c)| (c.s, *id)));
+        }
+        Ok(store)
+    }
+
+    /// Estimated heap bytes, for status: the hash maps by capacity and the
+    /// index by length.
+    pub fn approx_bytes(&self) -> usize {
+        let slot_bytes = std::mem::size_of::<(EntityId, Cell)>() + 1;
+        self.types.iter().fold(
+            std::mem::size_of::<Self>() + self.types.len() * std::mem::size_of::<TypeState>(),
+            |acc, t| {
+                acc.saturating_add(t.cells.capacity().saturating_mul(slot_bytes))
+                    .saturating_add(t.index.approx_bytes())
+            },
+        )
+    }
+}
+
+/// One type of a blend, with its weight and its read factor at the query
+/// time.
+struct Lane<'a> {
+    ty: &'a TypeState,
+    weight: f64,
+    factor: Pow2,
+}
+
+impl Lane<'_> {
+    /// The weighted score of an entity whose sum is `s` in this lane.
+    fn term(&self, s: f64) -> f64 {
+        saturate(self.weight * self.factor.apply(s))
+    }
+
+    /// The weighted score of an entity in this lane, 0 when absent.
+    fn term_of(&self, entity: EntityId) -> f64 {
+        saturate(self.weight * self.ty.score_with(self.factor, entity))
+    }
+}
+
+/// The blended score: terms added in blend order with saturation. Every
+/// step is monotone in each term, which the threshold algorithm relies on.
+fn blend_score(lanes: &[Lane<'_>], entity: EntityId) -> f64 {
+    lanes
+        .iter()
+        .fold(0.0, |acc, l| saturate(acc + l.term_of(entity)))
+}
+
+/// A candidate ordered by rank: `a < b` when `a` ranks before `b` (higher
+/// score, then lower id). A max-heap of them holds the worst on top.
+#[derive(Clone, Copy, Debug)]
+struct Ranked(EntityId, f64);
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.1.total_cmp(&self.1).then(self.0.cmp(&other.0))
+    }
+}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Ranked {}
+
+/// The best `k` candidates seen so far.
+struct Best {
+    k: usize,
+    heap: BinaryHeap<Ranked>,
+}
+
+impl Best {
+    fn new(k: usize) -> Best {
+        Best {
+            k,
+            heap: BinaryHeap::with_capacity(k.min(4096) + 1),
+        }
+    }
+
+    fn push(&mut self, entity: EntityId, score: f64) {
+        self.heap.push(Ranked(entity, score));
+        if self.heap.len() > self.k {
+            self.heap.pop();
+        }
+    }
+
+    /// The k-th best score once `k` candidates are held.
+    fn kth_score(&self) -> Option<f64> {
+        if self.heap.len() < self.k {
+            return None;
+        }
+        self.heap.peek().map(|r| r.1)
+    }
+
+    fn into_sorted(self) -> Vec<(EntityId, f64)> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Ranked(id, s)| (id, s))
+            .collect()
+    }
+}
+
+/// One type: walk the index in the direction of decreasing weighted score.
+fn top_k_walk(
+    lane: &Lane<'_>,
+    k: usize,
+    accept: &mut dyn FnMut(EntityId) -> bool,
+) -> Vec<(EntityId, f64)> {
+    let mut best = Best::new(k);
+    let mut visit = |(s, id): (f64, EntityId)| -> bool {
+        // Same operations as blend_score over one lane.
+        let score = saturate(0.0 + lane.term(s));
+        if best.kth_score().is_some_and(|kth| score < kth) {
+            return false;
+        }
+        if accept(id) {
+            best.push(id, score);
+        }
+        true
+    };
+    if lane.weight < 0.0 {
+        for e in lane.ty.index.iter().rev() {
+            if !visit(e) {
+                break;
+            }
+        }
+    } else {
+        for e in lane.ty.index.iter() {
+            if !visit(e) {
+                break;
+            }
+        }
+    }
+    best.into_sorted()
+}
+
+/// Any negative weight: score every entity of the union.
+fn top_k_scan(
+    lanes: &[Lane<'_>],
+    k: usize,
+    accept: &mut dyn FnMut(EntityId) -> bool,
+) -> Vec<(EntityId, f64)> {
+    let mut best = Best::new(k);
+    let mut seen = HashSet::new();
+    for lane in lanes {
+        for &id in lane.ty.cells.keys() {
+            if seen.insert(id) && accept(id) {
+                best.push(id, blend_score(lanes, id));
+            }
+        }
+    }
+    best.into_sorted()
+}
+
+/// Fagin's threshold algorithm (Fagin, Lotem and Naor, PODS 2001): sorted
+/// access to every lane in turn, random access for the full blended score,
+/// and a stop once the k-th best score is strictly above the best score an
+/// unseen entity could still reach (strictly, since an equal score with a
+/// lower id would rank first).
+///
+/// The bound refines `sum_j weight_j * max(next_j, 0)`: an unseen entity
+/// is absent from every exhausted lane and present in at least one other
+/// lane `j*`, where it scores at most `next_j*` (not 0). Its terms are
+/// replaced by their upper bounds in the same order and with the same
+/// operations as [`blend_score`], which is monotone, so the bound holds
+/// bit for bit.
+fn top_k_threshold(
+    lanes: &[Lane<'_>],
+    k: usize,
+    accept: &mut dyn FnMut(EntityId) -> bool,
+) -> Vec<(EntityId, f64)> {
+    let mut best = Best::new(k);
+    let mut seen = HashSet::new();
+    let mut cursors: Vec<_> = lanes.iter().map(|l| l.ty.index.iter().peekable()).collect();
+    loop {
+        let mut progressed = false;
+        for cursor in &mut cursors {
+            if let Some((_, id)) = cursor.next() {
+                progressed = true;
+                if seen.insert(id) && accept(id) {
+                    best.push(id, blend_score(lanes, id));
+                }
+            }
+        }
+        if !progressed {
+            break;
+        }
+        let Some(kth) = best.kth_score() else {
+            continue;
+        };
+        let next: Vec<Option<f64>> = cursors
+            .iter_mut()
+            .zip(lanes)
+            .map(|(c, l)| c.peek().map(|&(s, _)| l.term(s)))
+            .collect();
+        let mut bound: Option<f64> = None;
+        for (star, next_star) in next.iter().enumerate() {
+            let Some(star_term) = *next_star else {
+                continue;
+            };
+            let b = next.iter().enumerate().fold(0.0, |acc, (j, n)| {
+                let term = match n {
+                    _ if j == star => star_term,
+                    Some(t) => t.max(0.0),
+                    None => 0.0,
+                };
+                saturate(acc + term)
+            });
+            bound = Some(bound.map_or(b, |x: f64| x.max(b)));
+        }
+        match bound {
+            None => break,
+            Some(b) if kth > b => break,
+            Some(_) => {}
+        }
+    }
+    best.into_sorted()
+}
+
+#[cfg(test)]
+mod tests;
