@@ -46,7 +46,11 @@ fn populate(db: &TidalDb, now: Timestamp) -> tidal::Result<()> {
     for i in 0..ITEMS {
         let lang = if i % 3 == 0 { "fr" } else { "en" };
         batch = batch
-            .write_item(EntityId(i), Some(EntityId(1_000 + i % CREATORS)), &[("lang", lang)])
+            .write_item(
+                EntityId(i),
+                Some(EntityId(1_000 + i % CREATORS)),
+                &[("lang", lang)],
+            )
             .write_item_embedding(EntityId(i), &embedding(i));
     }
     db.write(batch)?;

@@ -111,10 +111,7 @@ impl<'a> Reader<'a> {
     /// Takes `n` bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
-            return Err(self.error(format!(
-                "needs {n} bytes, {} remain",
-                self.remaining()
-            )));
+            return Err(self.error(format!("needs {n} bytes, {} remain", self.remaining())));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;

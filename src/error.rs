@@ -87,7 +87,9 @@ pub enum TidalError {
         index: usize,
     },
     /// A timestamp further ahead of the node's clock than `Config::max_future_skew`.
-    #[error("{field} {at_ms} ms is {ahead_ms} ms ahead of the clock, over max_future_skew of {limit_ms} ms")]
+    #[error(
+        "{field} {at_ms} ms is {ahead_ms} ms ahead of the clock, over max_future_skew of {limit_ms} ms"
+    )]
     TimestampTooFarAhead {
         /// Which input field.
         field: &'static str,

@@ -66,7 +66,11 @@ fn sign(w: i8) -> i64 {
 fn check(db: &TidalDb, m: &Model) {
     for e in 0..40 {
         let want = m.counts.get(&e).copied().unwrap_or(0);
-        assert_eq!(db.read_count(EntityId(e), "like").unwrap(), want, "count of {e}");
+        assert_eq!(
+            db.read_count(EntityId(e), "like").unwrap(),
+            want,
+            "count of {e}"
+        );
     }
     for e in 100..120 {
         let got = db.get_item(EntityId(e)).map(|i| i.metadata["v"].clone());
@@ -102,7 +106,8 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::Item(e, v) => {
-                db.write_item(EntityId(e), None, &[("v", &v.to_string())]).unwrap();
+                db.write_item(EntityId(e), None, &[("v", &v.to_string())])
+                    .unwrap();
                 m.items.insert(e, v);
             }
             Op::OpenSession(s) => {
@@ -111,7 +116,10 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::Event(s, e) => {
-                if db.record_session_event(SessionId(s), EntityId(e), "like", 1.0, at).is_ok() {
+                if db
+                    .record_session_event(SessionId(s), EntityId(e), "like", 1.0, at)
+                    .is_ok()
+                {
                     *m.sessions.get_mut(&s).unwrap() += 1;
                     *m.counts.entry(e).or_default() += 1;
                 }

@@ -62,7 +62,10 @@ fn eight_threads_racing_for_sessions_and_kinds_one_wins_each() {
     for h in handles {
         let (t, sessions, kinds) = h.join().unwrap();
         for s in sessions {
-            assert!(session_owner[s as usize].is_none(), "session {s} opened twice");
+            assert!(
+                session_owner[s as usize].is_none(),
+                "session {s} opened twice"
+            );
             session_owner[s as usize] = Some(t);
         }
         for (i, as_item) in kinds {

@@ -133,11 +133,22 @@ impl AnyDb {
     // ----- writes: `ReadOnly` on a follower -----
 
     /// See [`TidalDb::signal`].
-    pub fn signal(&self, signal_type: &str, entity: EntityId, weight: f64, at: Timestamp) -> Result<Position> {
+    pub fn signal(
+        &self,
+        signal_type: &str,
+        entity: EntityId,
+        weight: f64,
+        at: Timestamp,
+    ) -> Result<Position> {
         self.writer()?.signal(signal_type, entity, weight, at)
     }
     /// See [`TidalDb::write_item`].
-    pub fn write_item(&self, id: EntityId, creator: Option<EntityId>, fields: &[(&str, &str)]) -> Result<Position> {
+    pub fn write_item(
+        &self,
+        id: EntityId,
+        creator: Option<EntityId>,
+        fields: &[(&str, &str)],
+    ) -> Result<Position> {
         self.writer()?.upsert(EntityKind::Item, id, creator, fields)
     }
     /// See [`TidalDb::write_creator`].
@@ -161,7 +172,12 @@ impl AnyDb {
         self.writer()?.delete(EntityKind::Creator, id)
     }
     /// See [`TidalDb::open_session`].
-    pub fn open_session(&self, session: SessionId, user: UserId, at: Timestamp) -> Result<Position> {
+    pub fn open_session(
+        &self,
+        session: SessionId,
+        user: UserId,
+        at: Timestamp,
+    ) -> Result<Position> {
         self.writer()?.open_session(session, user, at)
     }
     /// See [`TidalDb::record_session_event`].
@@ -192,7 +208,12 @@ impl AnyDb {
     // ----- reads: every role -----
 
     /// See [`TidalDb::read_decay_score`].
-    pub fn read_decay_score(&self, entity: EntityId, signal_type: &str, at: Timestamp) -> Result<f64> {
+    pub fn read_decay_score(
+        &self,
+        entity: EntityId,
+        signal_type: &str,
+        at: Timestamp,
+    ) -> Result<f64> {
         self.core().read_decay_score(entity, signal_type, at)
     }
     /// See [`TidalDb::read_count`].

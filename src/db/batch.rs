@@ -85,7 +85,13 @@ impl WriteBatch {
     }
 
     /// Adds a signal.
-    pub fn signal(mut self, signal_type: &str, entity: EntityId, weight: f64, at: Timestamp) -> Self {
+    pub fn signal(
+        mut self,
+        signal_type: &str,
+        entity: EntityId,
+        weight: f64,
+        at: Timestamp,
+    ) -> Self {
         self.ops.push(Op::Signal {
             signal_type: signal_type.to_string(),
             entity,
@@ -96,7 +102,12 @@ impl WriteBatch {
     }
 
     /// Upserts an item's metadata (and its creator, if given).
-    pub fn write_item(mut self, id: EntityId, creator: Option<EntityId>, fields: &[(&str, &str)]) -> Self {
+    pub fn write_item(
+        mut self,
+        id: EntityId,
+        creator: Option<EntityId>,
+        fields: &[(&str, &str)],
+    ) -> Self {
         self.ops.push(Op::Upsert {
             kind: EntityKind::Item,
             id,

@@ -153,9 +153,14 @@ impl Core {
                     .iter()
                     .map(|s| (s.id, s.version, s.bytes.as_slice()))
                     .collect();
-                let state = State::decode_sections(params(&config), &sections).map_err(|(id, e)| {
-                    TidalError::corruption(&loaded.path, e.offset as u64, format!("section {id}: {}", e.reason))
-                })?;
+                let state =
+                    State::decode_sections(params(&config), &sections).map_err(|(id, e)| {
+                        TidalError::corruption(
+                            &loaded.path,
+                            e.offset as u64,
+                            format!("section {id}: {}", e.reason),
+                        )
+                    })?;
                 report.skipped_snapshots = loaded.skipped.clone();
                 report.snapshot = Some((loaded.path.clone(), loaded.header.seqno));
                 (state, loaded.header.seqno)
@@ -215,7 +220,11 @@ impl Core {
         let core = Arc::new(Core {
             prepare: Prepare::new(&config),
             view: View::new(state),
-            commit: GroupCommit::new(committer, limits.commit_queue_depth, limits.max_batch_records),
+            commit: GroupCommit::new(
+                committer,
+                limits.commit_queue_depth,
+                limits.max_batch_records,
+            ),
             hlc,
             metrics: Metrics::default(),
             recovery: report,
@@ -307,7 +316,11 @@ impl Core {
                 }
             });
         match handle {
-            Ok(h) => self.threads.lock().unwrap_or_else(PoisonError::into_inner).push(h),
+            Ok(h) => self
+                .threads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(h),
             Err(e) => tracing::error!(error = %e, "could not start the flusher thread"),
         }
     }
@@ -324,7 +337,11 @@ impl Core {
                 }
             });
         match spawned {
-            Ok(h) => self.threads.lock().unwrap_or_else(PoisonError::into_inner).push(h),
+            Ok(h) => self
+                .threads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(h),
             Err(e) => tracing::error!(error = %e, "could not start a checkpoint thread"),
         }
     }
@@ -354,13 +371,19 @@ impl Core {
     /// Writes a snapshot, keeps the two newest, and deletes the segments
     /// only older snapshots needed.
     pub(crate) fn checkpoint(&self) -> Result<SeqNo> {
-        let _one_at_a_time = self.checkpoint_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _one_at_a_time = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.commit.with_committer(|c| c.bytes_since_snapshot = 0);
         let (header, sections) = self.snapshot_of_state()?;
-        let path = snapshot::write_snapshot(self.storage.as_ref(), &self.data_dir, &header, &sections)?;
+        let path =
+            snapshot::write_snapshot(self.storage.as_ref(), &self.data_dir, &header, &sections)?;
         tracing::info!(path = %path.display(), seqno = header.seqno.0, "snapshot written");
         let shard = self.config().cluster.shard_id;
-        if let Some(oldest) = snapshot::retain_newest(self.storage.as_ref(), &self.data_dir, shard, 2)? {
+        if let Some(oldest) =
+            snapshot::retain_newest(self.storage.as_ref(), &self.data_dir, shard, 2)?
+        {
             self.commit
                 .with_committer(|c| c.wal.remove_segments_below(oldest.next()))?;
         }
@@ -394,7 +417,11 @@ impl Core {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        *self.stop.stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        *self
+            .stop
+            .stopped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
         self.stop.wake.notify_all();
         let threads: Vec<_> = self
             .threads

@@ -11,7 +11,9 @@ use crate::query::{Filter, Retrieve, Scored, Search};
 use crate::role::Role;
 use crate::state::entities::{Creator, Item};
 use crate::state::sessions::SessionInfo;
-use crate::types::{EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, SessionId, ShardId, Timestamp};
+use crate::types::{
+    EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, SessionId, ShardId, Timestamp,
+};
 
 /// One event of a session, as `session_events` returns it.
 #[derive(Clone, Debug, PartialEq)]
@@ -108,7 +110,10 @@ impl Core {
             blend.push((self.type_id(name)?, *w));
         }
         let hits = self.view.read(|s| s.retrieve(&blend, q.at, q.k, &q.filter));
-        Ok(hits.into_iter().map(|(id, score)| Scored { id, score }).collect())
+        Ok(hits
+            .into_iter()
+            .map(|(id, score)| Scored { id, score })
+            .collect())
     }
 
     pub(crate) fn search(&self, q: &Search) -> Result<Vec<Scored>> {
@@ -117,13 +122,21 @@ impl Core {
         let unit = self.prepare.unit_vector("query", &q.vector)?;
         let kind = q.filter.kind.unwrap_or(EntityKind::Item);
         let hits = self.view.read(|s| s.search(kind, &unit, q.k, &q.filter));
-        Ok(hits.into_iter().map(|(id, score)| Scored { id, score }).collect())
+        Ok(hits
+            .into_iter()
+            .map(|(id, score)| Scored { id, score })
+            .collect())
     }
 
     pub(crate) fn status(&self, role: NodeRole) -> Status {
         let m = &self.metrics;
         let fsyncs = m.fsyncs.load(Ordering::Relaxed);
-        let (applied, epoch) = self.view.read(|s| (s.applied(), s.epochs().last().map(|e| e.epoch).unwrap_or_default()));
+        let (applied, epoch) = self.view.read(|s| {
+            (
+                s.applied(),
+                s.epochs().last().map(|e| e.epoch).unwrap_or_default(),
+            )
+        });
         let poisoned = self.commit.with_committer(|c| c.poisoned.clone());
         Status {
             role,
@@ -145,7 +158,12 @@ impl Core {
 }
 
 impl Core {
-    pub(crate) fn read_decay_score(&self, entity: EntityId, signal_type: &str, at: Timestamp) -> Result<f64> {
+    pub(crate) fn read_decay_score(
+        &self,
+        entity: EntityId,
+        signal_type: &str,
+        at: Timestamp,
+    ) -> Result<f64> {
         let t = self.type_id(signal_type)?;
         Ok(self.view.read(|s| s.signals.score(t, entity, at)))
     }
@@ -167,7 +185,12 @@ impl Core {
         self.view.read(|s| s.sessions.info(session))
     }
 
-    pub(crate) fn session_events(&self, session: SessionId, from: u32, limit: usize) -> Vec<SessionEvent> {
+    pub(crate) fn session_events(
+        &self,
+        session: SessionId,
+        from: u32,
+        limit: usize,
+    ) -> Vec<SessionEvent> {
         let names = &self.config().signal_types;
         self.view.read(|s| {
             s.sessions
@@ -196,7 +219,12 @@ impl Core {
 impl<R: Role> TidalDb<R> {
     /// The decayed score of `entity` for `signal_type` at `at`: 0.0 when it
     /// has no signal of that type.
-    pub fn read_decay_score(&self, entity: EntityId, signal_type: &str, at: Timestamp) -> Result<f64> {
+    pub fn read_decay_score(
+        &self,
+        entity: EntityId,
+        signal_type: &str,
+        at: Timestamp,
+    ) -> Result<f64> {
         self.core.read_decay_score(entity, signal_type, at)
     }
 

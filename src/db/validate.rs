@@ -197,7 +197,12 @@ impl Prepare {
         Ok(Record::Delete { kind, id })
     }
 
-    pub(crate) fn open_session(&self, session: SessionId, user: UserId, at: Timestamp) -> Result<Record> {
+    pub(crate) fn open_session(
+        &self,
+        session: SessionId,
+        user: UserId,
+        at: Timestamp,
+    ) -> Result<Record> {
         self.timestamp("at", at)?;
         self.owned("user", user.0)?;
         Ok(Record::OpenSession { session, user, at })
@@ -303,7 +308,12 @@ impl Overlay {
     /// Checks one request (an atomic list of records) against `state` plus
     /// this group overlay, numbering session events. On success the
     /// request's changes join the group; on failure nothing changes.
-    pub(crate) fn admit(&mut self, state: &State, config: &Config, records: &mut [Record]) -> Result<()> {
+    pub(crate) fn admit(
+        &mut self,
+        state: &State,
+        config: &Config,
+        records: &mut [Record],
+    ) -> Result<()> {
         let mut req = Overlay::default();
         for r in records.iter_mut() {
             self.check(&mut req, state, config, r)?;
@@ -320,7 +330,13 @@ impl Overlay {
             .or_else(|| state.entities.kind_of(id))
     }
 
-    fn bind_kind(&self, req: &mut Overlay, state: &State, id: EntityId, kind: EntityKind) -> Result<()> {
+    fn bind_kind(
+        &self,
+        req: &mut Overlay,
+        state: &State,
+        id: EntityId,
+        kind: EntityKind,
+    ) -> Result<()> {
         match self.kind(req, state, id) {
             Some(existing) if existing != kind => Err(TidalError::KindMismatch {
                 id,
@@ -368,7 +384,9 @@ impl Overlay {
         let deleted = |u: &UserId| req.deleted_users.contains(u) || self.deleted_users.contains(u);
         if let Some(v) = self.sessions.get(&s) {
             return match v {
-                Sess::Open { user, .. } | Sess::Closed { user } if req.deleted_users.contains(user) => {
+                Sess::Open { user, .. } | Sess::Closed { user }
+                    if req.deleted_users.contains(user) =>
+                {
                     Sess::Unknown
                 }
                 other => *other,
@@ -387,7 +405,13 @@ impl Overlay {
         }
     }
 
-    fn check(&self, req: &mut Overlay, state: &State, config: &Config, r: &mut Record) -> Result<()> {
+    fn check(
+        &self,
+        req: &mut Overlay,
+        state: &State,
+        config: &Config,
+        r: &mut Record,
+    ) -> Result<()> {
         match r {
             Record::Signal { .. } | Record::EpochStart { .. } => Ok(()),
             Record::Upsert {
@@ -435,7 +459,13 @@ impl Overlay {
             }
             Record::OpenSession { session, user, .. } => match self.session(req, state, *session) {
                 Sess::Unknown => {
-                    req.sessions.insert(*session, Sess::Open { user: *user, events: 0 });
+                    req.sessions.insert(
+                        *session,
+                        Sess::Open {
+                            user: *user,
+                            events: 0,
+                        },
+                    );
                     Ok(())
                 }
                 _ => Err(TidalError::SessionExists { session: *session }),
@@ -452,7 +482,13 @@ impl Overlay {
                         });
                     }
                     *seq = events + 1;
-                    req.sessions.insert(*session, Sess::Open { user, events: events + 1 });
+                    req.sessions.insert(
+                        *session,
+                        Sess::Open {
+                            user,
+                            events: events + 1,
+                        },
+                    );
                     Ok(())
                 }
             },
@@ -486,7 +522,9 @@ impl Overlay {
         }
         if !req.deleted_users.is_empty() {
             self.sessions.retain(|_, s| match s {
-                Sess::Open { user, .. } | Sess::Closed { user } => !req.deleted_users.contains(user),
+                Sess::Open { user, .. } | Sess::Closed { user } => {
+                    !req.deleted_users.contains(user)
+                }
                 Sess::Unknown => true,
             });
         }

@@ -33,11 +33,18 @@ impl Core {
         creator: Option<EntityId>,
         fields: &[(&str, &str)],
     ) -> Result<Position> {
-        let r = self.prepare.upsert(kind, id, creator, owned_fields(fields))?;
+        let r = self
+            .prepare
+            .upsert(kind, id, creator, owned_fields(fields))?;
         self.submit(vec![r])
     }
 
-    pub(crate) fn embedding(self: &Arc<Self>, kind: EntityKind, id: EntityId, v: &[f32]) -> Result<Position> {
+    pub(crate) fn embedding(
+        self: &Arc<Self>,
+        kind: EntityKind,
+        id: EntityId,
+        v: &[f32],
+    ) -> Result<Position> {
         let r = self.prepare.embedding(kind, id, v)?;
         self.submit(vec![r])
     }
@@ -47,7 +54,12 @@ impl Core {
         self.submit(vec![r])
     }
 
-    pub(crate) fn open_session(self: &Arc<Self>, session: SessionId, user: UserId, at: Timestamp) -> Result<Position> {
+    pub(crate) fn open_session(
+        self: &Arc<Self>,
+        session: SessionId,
+        user: UserId,
+        at: Timestamp,
+    ) -> Result<Position> {
         let r = self.prepare.open_session(session, user, at)?;
         self.submit(vec![r])
     }
@@ -60,11 +72,17 @@ impl Core {
         weight: f64,
         at: Timestamp,
     ) -> Result<Position> {
-        let r = self.prepare.session_event(session, entity, signal_type, weight, at)?;
+        let r = self
+            .prepare
+            .session_event(session, entity, signal_type, weight, at)?;
         self.submit(vec![r])
     }
 
-    pub(crate) fn close_session(self: &Arc<Self>, session: SessionId, at: Timestamp) -> Result<Position> {
+    pub(crate) fn close_session(
+        self: &Arc<Self>,
+        session: SessionId,
+        at: Timestamp,
+    ) -> Result<Position> {
         let r = self.prepare.close_session(session, at)?;
         self.submit(vec![r])
     }
@@ -86,7 +104,13 @@ impl Core {
 impl<R: Role> TidalDb<R> {
     /// Records a signal: `weight` (finite; negative for skips) of
     /// `signal_type` on `entity` at `at`. The entity need not have metadata.
-    pub fn signal(&self, signal_type: &str, entity: EntityId, weight: f64, at: Timestamp) -> Result<Position>
+    pub fn signal(
+        &self,
+        signal_type: &str,
+        entity: EntityId,
+        weight: f64,
+        at: Timestamp,
+    ) -> Result<Position>
     where
         R: Writable,
     {
@@ -95,7 +119,12 @@ impl<R: Role> TidalDb<R> {
 
     /// Upserts an item: the given metadata fields (each last-writer-wins)
     /// and, if given, its creator.
-    pub fn write_item(&self, id: EntityId, creator: Option<EntityId>, fields: &[(&str, &str)]) -> Result<Position>
+    pub fn write_item(
+        &self,
+        id: EntityId,
+        creator: Option<EntityId>,
+        fields: &[(&str, &str)],
+    ) -> Result<Position>
     where
         R: Writable,
     {
@@ -165,7 +194,8 @@ impl<R: Role> TidalDb<R> {
     where
         R: Writable,
     {
-        self.core.record_session_event(session, entity, signal_type, weight, at)
+        self.core
+            .record_session_event(session, entity, signal_type, weight, at)
     }
 
     /// Closes an open session.

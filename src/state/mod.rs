@@ -127,7 +127,11 @@ impl State {
     }
 
     fn apply_record(&mut self, meta: &BatchMeta, seqno: SeqNo, record: &Record) {
-        let node = self.epochs.last().map(|e| e.leader_node).unwrap_or_default();
+        let node = self
+            .epochs
+            .last()
+            .map(|e| e.leader_node)
+            .unwrap_or_default();
         let stamp = Stamp {
             hlc: meta.hlc,
             node,
@@ -238,7 +242,13 @@ impl State {
     }
 
     /// Exact cosine top-k over one kind's embeddings (query of unit length).
-    pub fn search(&self, kind: EntityKind, unit: &[f32], k: usize, filter: &Filter) -> Vec<(EntityId, f64)> {
+    pub fn search(
+        &self,
+        kind: EntityKind,
+        unit: &[f32],
+        k: usize,
+        filter: &Filter,
+    ) -> Vec<(EntityId, f64)> {
         self.vectors
             .top_k(kind, unit, k, &mut |id| self.accepts(id, filter))
     }

@@ -54,6 +54,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
 }
 
 /// An open file. Positional I/O, so one file can be read while it is written.
+#[allow(clippy::len_without_is_empty)] // a fallible length; emptiness is never asked
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// The file's length in bytes.
     fn len(&self) -> io::Result<u64>;

@@ -21,6 +21,10 @@ pub(crate) trait Weighted {
 /// Tickets name requests between the queue and the waiters.
 pub(crate) type Ticket = u64;
 
+/// The committer's work on one group; it publishes a result per ticket.
+pub(crate) type ProcessFn<'p, S, Req, Resp> =
+    dyn Fn(&mut S, Vec<(Ticket, Req)>, &Publisher<'_, S, Req, Resp>) + 'p;
+
 #[derive(Debug)]
 struct Shared<Req, Resp> {
     queue: VecDeque<(Ticket, Req)>,
@@ -55,6 +59,12 @@ impl<S, Req, Resp> Publisher<'_, S, Req, Resp> {
     }
 }
 
+impl<S, Req, Resp> GroupCommit<S, Req, Resp> {
+    fn lock_shared(&self) -> MutexGuard<'_, Shared<Req, Resp>> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
     /// A queue of at most `depth` waiting requests, groups of at most
     /// `max_group_records` records (a single larger request forms a group
@@ -74,10 +84,6 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
         }
     }
 
-    fn lock_shared(&self) -> MutexGuard<'_, Shared<Req, Resp>> {
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Requests waiting for a committer.
     pub(crate) fn queue_depth(&self) -> usize {
         self.lock_shared().queue.len()
@@ -85,7 +91,10 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
 
     /// Runs `f` on the committer state between groups (flush, checkpoint).
     pub(crate) fn with_committer<T>(&self, f: impl FnOnce(&mut S) -> T) -> T {
-        let mut c = self.committer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut c = self
+            .committer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         f(&mut c)
     }
 
@@ -95,7 +104,7 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
     pub(crate) fn submit(
         &self,
         req: Req,
-        process: &dyn Fn(&mut S, Vec<(Ticket, Req)>, &Publisher<'_, S, Req, Resp>),
+        process: &ProcessFn<'_, S, Req, Resp>,
         missing: &dyn Fn() -> Resp,
     ) -> Resp {
         let mut g = self.lock_shared();
@@ -116,7 +125,10 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
                 self.changed.notify_all(); // queue space freed
                 let tickets: Vec<Ticket> = group.iter().map(|(t, _)| *t).collect();
                 {
-                    let mut c = self.committer.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut c = self
+                        .committer
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
                     let publisher = Publisher { gc: self };
                     process(&mut c, group, &publisher);
                 }
@@ -163,7 +175,11 @@ mod tests {
 
     #[test]
     fn concurrent_writers_are_grouped_and_each_gets_its_own_result() {
-        let gc = Arc::new(GroupCommit::<Vec<usize>, Req, usize>::new(Vec::new(), 64, 1000));
+        let gc = Arc::new(GroupCommit::<Vec<usize>, Req, usize>::new(
+            Vec::new(),
+            64,
+            1000,
+        ));
         let mut handles = Vec::new();
         for t in 0..8 {
             let gc = gc.clone();
