@@ -58,8 +58,12 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
+/// Maps keyed by entity, with the fast seeded hasher.
+type EntityMap<V> = HashMap<EntityId, V, EntityHashState>;
+
 use crate::codec::{DecodeError, Put, Reader};
 use crate::state::decay::{Pow2, saturate, scale_pow2};
+use crate::state::entity_hash::EntityHashState;
 use crate::state::trending::TrendingIndex;
 use crate::types::{EntityId, Timestamp};
 
@@ -95,7 +99,7 @@ struct TypeState {
     /// `landmark_half_lives * half_life_ms`, at least 1.
     period_ms: u64,
     landmark_ms: u64,
-    cells: HashMap<EntityId, Cell>,
+    cells: EntityMap<Cell>,
     index: TrendingIndex,
 }
 
@@ -107,7 +111,7 @@ impl TypeState {
                 .max(1)
                 .saturating_mul(u64::from(landmark_half_lives)),
             landmark_ms: 0,
-            cells: HashMap::new(),
+            cells: EntityMap::default(),
             index: TrendingIndex::default(),
         }
     }
@@ -498,7 +502,15 @@ impl Best {
     }
 
     fn push(&mut self, entity: EntityId, score: f64) {
-        self.heap.push(Ranked(entity, score));
+        let candidate = Ranked(entity, score);
+        if self.heap.len() >= self.k {
+            // Full: only a candidate ranking before the current k-th gets in.
+            match self.heap.peek() {
+                Some(worst) if candidate < *worst => {}
+                _ => return,
+            }
+        }
+        self.heap.push(candidate);
         if self.heap.len() > self.k {
             self.heap.pop();
         }
@@ -562,10 +574,12 @@ fn top_k_scan(
     accept: &mut dyn FnMut(EntityId) -> bool,
 ) -> Vec<(EntityId, f64)> {
     let mut best = Best::new(k);
-    let mut seen = HashSet::new();
-    for lane in lanes {
+    for (i, lane) in lanes.iter().enumerate() {
         for &id in lane.ty.cells.keys() {
-            if seen.insert(id) && accept(id) {
+            // Each entity once: in the first lane whose type holds it. This
+            // costs a lookup per earlier lane, and no set of seen ids.
+            let earlier = lanes[..i].iter().any(|l| l.ty.cells.contains_key(&id));
+            if !earlier && accept(id) {
                 best.push(id, blend_score(lanes, id));
             }
         }
@@ -591,8 +605,9 @@ fn top_k_threshold(
     accept: &mut dyn FnMut(EntityId) -> bool,
 ) -> Vec<(EntityId, f64)> {
     let mut best = Best::new(k);
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<EntityId, EntityHashState> = HashSet::default();
     let mut cursors: Vec<_> = lanes.iter().map(|l| l.ty.index.iter().peekable()).collect();
+    let mut next: Vec<Option<f64>> = Vec::with_capacity(lanes.len());
     loop {
         let mut progressed = false;
         for cursor in &mut cursors {
@@ -609,11 +624,13 @@ fn top_k_threshold(
         let Some(kth) = best.kth_score() else {
             continue;
         };
-        let next: Vec<Option<f64>> = cursors
-            .iter_mut()
-            .zip(lanes)
-            .map(|(c, l)| c.peek().map(|&(s, _)| l.term(s)))
-            .collect();
+        next.clear();
+        next.extend(
+            cursors
+                .iter_mut()
+                .zip(lanes)
+                .map(|(c, l)| c.peek().map(|&(s, _)| l.term(s))),
+        );
         let mut bound: Option<f64> = None;
         for (star, next_star) in next.iter().enumerate() {
             let Some(star_term) = *next_star else {
