@@ -139,8 +139,17 @@ impl TypeState {
                 self.cells.shrink_to_fit();
             }
         }
-        self.index
-            .rebuild(self.cells.iter().map(|(id, c)| (c.s, *id)));
+        // Rebuild from the old index order: scaling by one power of two
+        // keeps it (ties can only appear, where values underflow), so the
+        // sort in `rebuild` sees a sorted run and the pass is linear.
+        let floor = score_floor;
+        let entries: Vec<(f64, EntityId)> = self
+            .index
+            .iter()
+            .map(|(s, id)| (scale_pow2(s, exp), id))
+            .filter(|(s, _)| floor <= 0.0 || s.abs() >= floor)
+            .collect();
+        self.index.rebuild(entries.into_iter());
     }
 
     /// The factor converting `S` into the score at `at`: `2^((L - at)/h)`.

@@ -608,9 +608,9 @@ fn measure() {
         println!(
             "{name}: add {:.2} M signals/s, top-100 one type {one_us:.1} us, \
              blend of 3 (threshold) {blend_us:.1} us, blend with a negative weight (scan) \
-             {scan_us:.0} us, landmark move of {} entries {move_ms:.1} ms, ~{} bytes/entry",
+             {scan_us:.0} us, landmark move of {} entries in 3 types {move_ms:.1} ms, ~{} bytes/entry",
             signals as f64 / add_s / 1e6,
-            store.len(0),
+            store.len(0) + store.len(1) + store.len(2),
             store.approx_bytes() / (store.len(0) + store.len(1) + store.len(2)).max(1),
         );
     }
