@@ -56,11 +56,15 @@
 //! the count: the entity has been signalled, and trending may show it.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::HashMap;
+
+/// Maps keyed by entity, with the fast seeded hasher.
+pub(crate) type EntityMap<V> = HashMap<EntityId, V, EntityHashState>;
 
 use crate::codec::{DecodeError, Put, Reader};
 use crate::state::decay::{Pow2, saturate, scale_pow2};
-use crate::state::trending::TrendingIndex;
+use crate::state::entity_hash::EntityHashState;
+use crate::state::trending::{Lane, TrendingIndex, top_k_scan, top_k_threshold, top_k_walk};
 use crate::types::{EntityId, Timestamp};
 
 /// A signal more than this many half-lives ahead of its type's landmark
@@ -80,23 +84,23 @@ const ENTRY_BYTES: usize = 24;
 
 /// One (entity, type) state.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Cell {
+pub(crate) struct Cell {
     /// Forward-decayed sum relative to the type's landmark; always finite
     /// and never `-0.0`.
-    s: f64,
+    pub(crate) s: f64,
     /// Signals with positive weight minus signals with negative weight.
-    count: i64,
+    pub(crate) count: i64,
 }
 
 /// The state of one signal type.
 #[derive(Clone, Debug)]
-struct TypeState {
+pub(crate) struct TypeState {
     half_life_ms: u64,
     /// `landmark_half_lives * half_life_ms`, at least 1.
     period_ms: u64,
     landmark_ms: u64,
-    cells: HashMap<EntityId, Cell>,
-    index: TrendingIndex,
+    pub(crate) cells: EntityMap<Cell>,
+    pub(crate) index: TrendingIndex,
 }
 
 impl TypeState {
@@ -107,7 +111,7 @@ impl TypeState {
                 .max(1)
                 .saturating_mul(u64::from(landmark_half_lives)),
             landmark_ms: 0,
-            cells: HashMap::new(),
+            cells: EntityMap::default(),
             index: TrendingIndex::default(),
         }
     }
@@ -135,8 +139,17 @@ impl TypeState {
                 self.cells.shrink_to_fit();
             }
         }
-        self.index
-            .rebuild(self.cells.iter().map(|(id, c)| (c.s, *id)));
+        // Rebuild from the old index order: scaling by one power of two
+        // keeps it (ties can only appear, where values underflow), so the
+        // sort in `rebuild` sees a sorted run and the pass is linear.
+        let floor = score_floor;
+        let entries: Vec<(f64, EntityId)> = self
+            .index
+            .iter()
+            .map(|(s, id)| (scale_pow2(s, exp), id))
+            .filter(|(s, _)| floor <= 0.0 || s.abs() >= floor)
+            .collect();
+        self.index.rebuild(entries.into_iter());
     }
 
     /// The factor converting `S` into the score at `at`: `2^((L - at)/h)`.
@@ -147,7 +160,7 @@ impl TypeState {
         )
     }
 
-    fn score_with(&self, factor: Pow2, entity: EntityId) -> f64 {
+    pub(crate) fn score_with(&self, factor: Pow2, entity: EntityId) -> f64 {
         self.cells.get(&entity).map_or(0.0, |c| factor.apply(c.s))
     }
 }
@@ -431,211 +444,6 @@ impl SignalStore {
             },
         )
     }
-}
-
-/// One type of a blend, with its weight and its read factor at the query
-/// time.
-struct Lane<'a> {
-    ty: &'a TypeState,
-    weight: f64,
-    factor: Pow2,
-}
-
-impl Lane<'_> {
-    /// The weighted score of an entity whose sum is `s` in this lane.
-    fn term(&self, s: f64) -> f64 {
-        saturate(self.weight * self.factor.apply(s))
-    }
-
-    /// The weighted score of an entity in this lane, 0 when absent.
-    fn term_of(&self, entity: EntityId) -> f64 {
-        saturate(self.weight * self.ty.score_with(self.factor, entity))
-    }
-}
-
-/// The blended score: terms added in blend order with saturation. Every
-/// step is monotone in each term, which the threshold algorithm relies on.
-fn blend_score(lanes: &[Lane<'_>], entity: EntityId) -> f64 {
-    lanes
-        .iter()
-        .fold(0.0, |acc, l| saturate(acc + l.term_of(entity)))
-}
-
-/// A candidate ordered by rank: `a < b` when `a` ranks before `b` (higher
-/// score, then lower id). A max-heap of them holds the worst on top.
-#[derive(Clone, Copy, Debug)]
-struct Ranked(EntityId, f64);
-
-impl Ord for Ranked {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other.1.total_cmp(&self.1).then(self.0.cmp(&other.0))
-    }
-}
-impl PartialOrd for Ranked {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl PartialEq for Ranked {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Ranked {}
-
-/// The best `k` candidates seen so far.
-struct Best {
-    k: usize,
-    heap: BinaryHeap<Ranked>,
-}
-
-impl Best {
-    fn new(k: usize) -> Best {
-        Best {
-            k,
-            heap: BinaryHeap::with_capacity(k.min(4096) + 1),
-        }
-    }
-
-    fn push(&mut self, entity: EntityId, score: f64) {
-        self.heap.push(Ranked(entity, score));
-        if self.heap.len() > self.k {
-            self.heap.pop();
-        }
-    }
-
-    /// The k-th best score once `k` candidates are held.
-    fn kth_score(&self) -> Option<f64> {
-        if self.heap.len() < self.k {
-            return None;
-        }
-        self.heap.peek().map(|r| r.1)
-    }
-
-    fn into_sorted(self) -> Vec<(EntityId, f64)> {
-        self.heap
-            .into_sorted_vec()
-            .into_iter()
-            .map(|Ranked(id, s)| (id, s))
-            .collect()
-    }
-}
-
-/// One type: walk the index in the direction of decreasing weighted score.
-fn top_k_walk(
-    lane: &Lane<'_>,
-    k: usize,
-    accept: &mut dyn FnMut(EntityId) -> bool,
-) -> Vec<(EntityId, f64)> {
-    let mut best = Best::new(k);
-    let mut visit = |(s, id): (f64, EntityId)| -> bool {
-        // Same operations as blend_score over one lane.
-        let score = saturate(0.0 + lane.term(s));
-        if best.kth_score().is_some_and(|kth| score < kth) {
-            return false;
-        }
-        if accept(id) {
-            best.push(id, score);
-        }
-        true
-    };
-    if lane.weight < 0.0 {
-        for e in lane.ty.index.iter().rev() {
-            if !visit(e) {
-                break;
-            }
-        }
-    } else {
-        for e in lane.ty.index.iter() {
-            if !visit(e) {
-                break;
-            }
-        }
-    }
-    best.into_sorted()
-}
-
-/// Any negative weight: score every entity of the union.
-fn top_k_scan(
-    lanes: &[Lane<'_>],
-    k: usize,
-    accept: &mut dyn FnMut(EntityId) -> bool,
-) -> Vec<(EntityId, f64)> {
-    let mut best = Best::new(k);
-    let mut seen = HashSet::new();
-    for lane in lanes {
-        for &id in lane.ty.cells.keys() {
-            if seen.insert(id) && accept(id) {
-                best.push(id, blend_score(lanes, id));
-            }
-        }
-    }
-    best.into_sorted()
-}
-
-/// Fagin's threshold algorithm (Fagin, Lotem and Naor, PODS 2001): sorted
-/// access to every lane in turn, random access for the full blended score,
-/// and a stop once the k-th best score is strictly above the best score an
-/// unseen entity could still reach (strictly, since an equal score with a
-/// lower id would rank first).
-///
-/// The bound refines `sum_j weight_j * max(next_j, 0)`: an unseen entity
-/// is absent from every exhausted lane and present in at least one other
-/// lane `j*`, where it scores at most `next_j*` (not 0). Its terms are
-/// replaced by their upper bounds in the same order and with the same
-/// operations as [`blend_score`], which is monotone, so the bound holds
-/// bit for bit.
-fn top_k_threshold(
-    lanes: &[Lane<'_>],
-    k: usize,
-    accept: &mut dyn FnMut(EntityId) -> bool,
-) -> Vec<(EntityId, f64)> {
-    let mut best = Best::new(k);
-    let mut seen = HashSet::new();
-    let mut cursors: Vec<_> = lanes.iter().map(|l| l.ty.index.iter().peekable()).collect();
-    loop {
-        let mut progressed = false;
-        for cursor in &mut cursors {
-            if let Some((_, id)) = cursor.next() {
-                progressed = true;
-                if seen.insert(id) && accept(id) {
-                    best.push(id, blend_score(lanes, id));
-                }
-            }
-        }
-        if !progressed {
-            break;
-        }
-        let Some(kth) = best.kth_score() else {
-            continue;
-        };
-        let next: Vec<Option<f64>> = cursors
-            .iter_mut()
-            .zip(lanes)
-            .map(|(c, l)| c.peek().map(|&(s, _)| l.term(s)))
-            .collect();
-        let mut bound: Option<f64> = None;
-        for (star, next_star) in next.iter().enumerate() {
-            let Some(star_term) = *next_star else {
-                continue;
-            };
-            let b = next.iter().enumerate().fold(0.0, |acc, (j, n)| {
-                let term = match n {
-                    _ if j == star => star_term,
-                    Some(t) => t.max(0.0),
-                    None => 0.0,
-                };
-                saturate(acc + term)
-            });
-            bound = Some(bound.map_or(b, |x: f64| x.max(b)));
-        }
-        match bound {
-            None => break,
-            Some(b) if kth > b => break,
-            Some(_) => {}
-        }
-    }
-    best.into_sorted()
 }
 
 #[cfg(test)]

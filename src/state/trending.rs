@@ -7,8 +7,16 @@
 //! offers only insert, remove, rebuild and ordered iteration, so the bucketed
 //! open-addressing table measured in PERFORMANCE-NOTES.md (about 20x the
 //! update rate at half the memory) can replace it without touching callers.
+//!
+//! The exact top-k queries over these indexes (a walk of one index, Fagin's
+//! threshold algorithm over several, a scan of the union) live here too.
 
-use std::collections::BTreeSet;
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, BinaryHeap, HashSet};
+
+use crate::state::decay::{Pow2, saturate};
+use crate::state::entity_hash::EntityHashState;
+use crate::state::signals::TypeState;
 
 use crate::types::EntityId;
 
@@ -81,6 +89,226 @@ impl TrendingIndex {
     pub(crate) fn approx_bytes(&self) -> usize {
         self.set.len().saturating_mul(16 * 3 / 2 + 2)
     }
+}
+
+// Top-k queries over the per-type indexes, used by `SignalStore::top_k`.
+
+/// One type of a blend, with its weight and its read factor at the query
+/// time.
+pub(crate) struct Lane<'a> {
+    pub(crate) ty: &'a TypeState,
+    pub(crate) weight: f64,
+    pub(crate) factor: Pow2,
+}
+
+impl Lane<'_> {
+    /// The weighted score of an entity whose sum is `s` in this lane.
+    fn term(&self, s: f64) -> f64 {
+        saturate(self.weight * self.factor.apply(s))
+    }
+
+    /// The weighted score of an entity in this lane, 0 when absent.
+    fn term_of(&self, entity: EntityId) -> f64 {
+        saturate(self.weight * self.ty.score_with(self.factor, entity))
+    }
+}
+
+/// The blended score: terms added in blend order with saturation. Every
+/// step is monotone in each term, which the threshold algorithm relies on.
+fn blend_score(lanes: &[Lane<'_>], entity: EntityId) -> f64 {
+    lanes
+        .iter()
+        .fold(0.0, |acc, l| saturate(acc + l.term_of(entity)))
+}
+
+/// A candidate ordered by rank: `a < b` when `a` ranks before `b` (higher
+/// score, then lower id). A max-heap of them holds the worst on top.
+#[derive(Clone, Copy, Debug)]
+struct Ranked(EntityId, f64);
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.1.total_cmp(&self.1).then(self.0.cmp(&other.0))
+    }
+}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Ranked {}
+
+/// The best `k` candidates seen so far.
+struct Best {
+    k: usize,
+    heap: BinaryHeap<Ranked>,
+}
+
+impl Best {
+    fn new(k: usize) -> Best {
+        Best {
+            k,
+            heap: BinaryHeap::with_capacity(k.min(4096) + 1),
+        }
+    }
+
+    fn push(&mut self, entity: EntityId, score: f64) {
+        let candidate = Ranked(entity, score);
+        if self.heap.len() >= self.k {
+            // Full: only a candidate ranking before the current k-th gets in.
+            match self.heap.peek() {
+                Some(worst) if candidate < *worst => {}
+                _ => return,
+            }
+        }
+        self.heap.push(candidate);
+        if self.heap.len() > self.k {
+            self.heap.pop();
+        }
+    }
+
+    /// The k-th best score once `k` candidates are held.
+    fn kth_score(&self) -> Option<f64> {
+        if self.heap.len() < self.k {
+            return None;
+        }
+        self.heap.peek().map(|r| r.1)
+    }
+
+    fn into_sorted(self) -> Vec<(EntityId, f64)> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Ranked(id, s)| (id, s))
+            .collect()
+    }
+}
+
+/// One type: walk the index in the direction of decreasing weighted score.
+pub(crate) fn top_k_walk(
+    lane: &Lane<'_>,
+    k: usize,
+    accept: &mut dyn FnMut(EntityId) -> bool,
+) -> Vec<(EntityId, f64)> {
+    let mut best = Best::new(k);
+    let mut visit = |(s, id): (f64, EntityId)| -> bool {
+        // Same operations as blend_score over one lane.
+        let score = saturate(0.0 + lane.term(s));
+        if best.kth_score().is_some_and(|kth| score < kth) {
+            return false;
+        }
+        if accept(id) {
+            best.push(id, score);
+        }
+        true
+    };
+    if lane.weight < 0.0 {
+        for e in lane.ty.index.iter().rev() {
+            if !visit(e) {
+                break;
+            }
+        }
+    } else {
+        for e in lane.ty.index.iter() {
+            if !visit(e) {
+                break;
+            }
+        }
+    }
+    best.into_sorted()
+}
+
+/// Any negative weight: score every entity of the union.
+pub(crate) fn top_k_scan(
+    lanes: &[Lane<'_>],
+    k: usize,
+    accept: &mut dyn FnMut(EntityId) -> bool,
+) -> Vec<(EntityId, f64)> {
+    let mut best = Best::new(k);
+    for (i, lane) in lanes.iter().enumerate() {
+        for &id in lane.ty.cells.keys() {
+            // Each entity once: in the first lane whose type holds it. This
+            // costs a lookup per earlier lane, and no set of seen ids.
+            let earlier = lanes[..i].iter().any(|l| l.ty.cells.contains_key(&id));
+            if !earlier && accept(id) {
+                best.push(id, blend_score(lanes, id));
+            }
+        }
+    }
+    best.into_sorted()
+}
+
+/// Fagin's threshold algorithm (Fagin, Lotem and Naor, PODS 2001): sorted
+/// access to every lane in turn, random access for the full blended score,
+/// and a stop once the k-th best score is strictly above the best score an
+/// unseen entity could still reach (strictly, since an equal score with a
+/// lower id would rank first).
+///
+/// The bound refines `sum_j weight_j * max(next_j, 0)`: an unseen entity
+/// is absent from every exhausted lane and present in at least one other
+/// lane `j*`, where it scores at most `next_j*` (not 0). Its terms are
+/// replaced by their upper bounds in the same order and with the same
+/// operations as [`blend_score`], which is monotone, so the bound holds
+/// bit for bit.
+pub(crate) fn top_k_threshold(
+    lanes: &[Lane<'_>],
+    k: usize,
+    accept: &mut dyn FnMut(EntityId) -> bool,
+) -> Vec<(EntityId, f64)> {
+    let mut best = Best::new(k);
+    let mut seen: HashSet<EntityId, EntityHashState> = HashSet::default();
+    let mut cursors: Vec<_> = lanes.iter().map(|l| l.ty.index.iter().peekable()).collect();
+    let mut next: Vec<Option<f64>> = Vec::with_capacity(lanes.len());
+    loop {
+        let mut progressed = false;
+        for cursor in &mut cursors {
+            if let Some((_, id)) = cursor.next() {
+                progressed = true;
+                if seen.insert(id) && accept(id) {
+                    best.push(id, blend_score(lanes, id));
+                }
+            }
+        }
+        if !progressed {
+            break;
+        }
+        let Some(kth) = best.kth_score() else {
+            continue;
+        };
+        next.clear();
+        next.extend(
+            cursors
+                .iter_mut()
+                .zip(lanes)
+                .map(|(c, l)| c.peek().map(|&(s, _)| l.term(s))),
+        );
+        let mut bound: Option<f64> = None;
+        for (star, next_star) in next.iter().enumerate() {
+            let Some(star_term) = *next_star else {
+                continue;
+            };
+            let b = next.iter().enumerate().fold(0.0, |acc, (j, n)| {
+                let term = match n {
+                    _ if j == star => star_term,
+                    Some(t) => t.max(0.0),
+                    None => 0.0,
+                };
+                saturate(acc + term)
+            });
+            bound = Some(bound.map_or(b, |x: f64| x.max(b)));
+        }
+        match bound {
+            None => break,
+            Some(b) if kth > b => break,
+            Some(_) => {}
+        }
+    }
+    best.into_sorted()
 }
 
 #[cfg(test)]
