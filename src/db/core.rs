@@ -337,11 +337,11 @@ impl Core {
                 }
             });
         match spawned {
-            Ok(h) => self
-                .threads
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(h),
+            Ok(h) => {
+                let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+                threads.retain(|t| !t.is_finished());
+                threads.push(h);
+            }
             Err(e) => tracing::error!(error = %e, "could not start a checkpoint thread"),
         }
     }

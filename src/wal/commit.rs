@@ -123,7 +123,11 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
                 let group = self.take_group(&mut g);
                 drop(g);
                 self.changed.notify_all(); // queue space freed
-                let tickets: Vec<Ticket> = group.iter().map(|(t, _)| *t).collect();
+                let guard = GroupGuard {
+                    gc: self,
+                    tickets: group.iter().map(|(t, _)| *t).collect(),
+                    missing,
+                };
                 {
                     let mut c = self
                         .committer
@@ -132,12 +136,8 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
                     let publisher = Publisher { gc: self };
                     process(&mut c, group, &publisher);
                 }
+                drop(guard);
                 g = self.lock_shared();
-                g.busy = false;
-                for t in tickets {
-                    g.results.entry(t).or_insert_with(missing);
-                }
-                self.changed.notify_all();
                 continue;
             }
             g = self.changed.wait(g).unwrap_or_else(PoisonError::into_inner);
@@ -158,6 +158,27 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
             }
         }
         group
+    }
+}
+
+/// Hands the committer role back when a group is done, also if the
+/// committer panicked: `busy` is cleared and every ticket of the group gets
+/// a result, so no other writer waits forever.
+struct GroupGuard<'a, S, Req, Resp> {
+    gc: &'a GroupCommit<S, Req, Resp>,
+    tickets: Vec<Ticket>,
+    missing: &'a dyn Fn() -> Resp,
+}
+
+impl<S, Req, Resp> Drop for GroupGuard<'_, S, Req, Resp> {
+    fn drop(&mut self) {
+        let mut g = self.gc.lock_shared();
+        g.busy = false;
+        for t in self.tickets.drain(..) {
+            g.results.entry(t).or_insert_with(self.missing);
+        }
+        drop(g);
+        self.gc.changed.notify_all();
     }
 }
 
@@ -203,6 +224,24 @@ mod tests {
         }
         let groups = gc.with_committer(|g| g.clone());
         assert_eq!(groups.iter().sum::<usize>(), 4000);
+    }
+
+    #[test]
+    fn a_panicking_committer_does_not_strand_the_other_writers() {
+        let gc = Arc::new(GroupCommit::<(), Req, u32>::new((), 4, 10));
+        let gc2 = gc.clone();
+        let panicked = std::thread::spawn(move || {
+            gc2.submit(Req(1), &|_, _, _| panic!("committer bug"), &|| 0)
+        })
+        .join();
+        assert!(panicked.is_err());
+        // The next writer becomes the committer instead of waiting forever.
+        let r = gc.submit(
+            Req(2),
+            &|_, g, p| p.publish(g.into_iter().map(|(t, _)| (t, 5))),
+            &|| 0,
+        );
+        assert_eq!(r, 5);
     }
 
     #[test]
