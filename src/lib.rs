@@ -95,20 +95,20 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-pub mod codec;
+pub(crate) mod codec;
 pub mod config;
 pub mod crdt;
 pub mod db;
 pub mod error;
-pub mod meta;
+pub(crate) mod meta;
 pub mod query;
 pub mod role;
 pub mod shard;
-pub mod snapshot;
-pub mod state;
+pub(crate) mod snapshot;
+pub(crate) mod state;
 pub mod storage;
 pub mod types;
-pub mod wal;
+pub(crate) mod wal;
 
 pub use config::{
     ClusterConfig, Config, ConfigBuilder, Durability, Limits, NodeRole, RecoveryMode,
@@ -127,3 +127,4 @@ pub use storage::{RealStorage, SimStorage, Storage};
 pub use types::{
     EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, SessionId, ShardId, Timestamp, UserId,
 };
+pub use wal::log::{CutKind, LogCut};

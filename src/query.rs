@@ -3,6 +3,12 @@
 use crate::types::{EntityId, EntityKind, SessionId, Timestamp, UserId};
 
 /// One result of [`Retrieve`] or [`Search`]: best first, ties broken by id.
+///
+/// ```
+/// use tidal::{EntityId, Scored};
+/// let best = Scored { id: EntityId(3), score: 0.9 };
+/// assert!(best.score > 0.5);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Scored {
     /// The entity.
@@ -12,6 +18,12 @@ pub struct Scored {
 }
 
 /// Filters and exclusions shared by [`Retrieve`] and [`Search`].
+///
+/// ```
+/// use tidal::{EntityKind, Filter, SessionId};
+/// let f = Filter { kind: Some(EntityKind::Item), exclude_seen: Some(SessionId(4)), ..Filter::default() };
+/// assert!(f.metadata.is_empty());
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Filter {
     /// Only entities of this kind. An entity whose kind is not known yet

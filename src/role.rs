@@ -15,6 +15,13 @@ mod sealed {
 
 /// A node's role. Sealed: implemented only by [`Single`], [`Leader`] and
 /// [`Follower`].
+///
+/// ```
+/// use tidal::{Follower, NodeRole, Role, Single};
+/// fn role_of<R: Role>() -> NodeRole { R::NODE_ROLE }
+/// assert_eq!(role_of::<Single>(), NodeRole::Single);
+/// assert_eq!(role_of::<Follower>(), NodeRole::Follower);
+/// ```
 pub trait Role: sealed::Sealed + Send + Sync + 'static {
     /// The run-time name of the role.
     const NODE_ROLE: NodeRole;
@@ -26,19 +33,48 @@ pub trait Role: sealed::Sealed + Send + Sync + 'static {
     label = "this database is read-only",
     note = "send writes to the shard's leader, or use `AnyDb` to get `TidalError::ReadOnly` at run time"
 )]
+///
+/// ```
+/// use tidal::{Leader, Single, Writable};
+/// fn writable<R: Writable>() {}
+/// writable::<Single>();
+/// writable::<Leader>();
+/// // writable::<tidal::Follower>(); // does not compile: a read-only role
+/// ```
 pub trait Writable: Role {}
 
 /// A writable node without replication: the embedded default.
+///
+/// ```
+/// # use std::time::Duration;
+/// use tidal::{Config, Single, TidalDb};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db: TidalDb<Single> = TidalDb::open(Config::builder(dir.path()).signal_type("like", Duration::from_secs(60)).build().unwrap()).unwrap();
+/// db.close().unwrap();
+/// ```
 #[derive(Debug)]
 pub struct Single;
 
 /// The writable node of a shard; it ships its log to followers.
+///
+/// ```
+/// use tidal::{Leader, NodeRole, Role};
+/// assert_eq!(Leader::NODE_ROLE, NodeRole::Leader);
+/// ```
 #[derive(Debug)]
 pub struct Leader {
     pub(crate) _private: (),
 }
 
 /// A read-only replica that receives its leader's log.
+///
+/// ```
+/// use tidal::{EntityId, Follower, TidalDb, Timestamp};
+/// // Reads compile on a follower; writes do not.
+/// fn score(db: &TidalDb<Follower>) -> f64 {
+///     db.read_decay_score(EntityId(1), "like", Timestamp::now()).unwrap_or(0.0)
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Follower {
     pub(crate) _private: (),

@@ -63,6 +63,12 @@ impl fmt::Display for Hlc {
 }
 
 /// The physical clock an [`HlcClock`] reads; injectable so tests are deterministic.
+///
+/// ```
+/// use tidal::{PhysicalClock, ManualClock};
+/// fn stamp(clock: &dyn PhysicalClock) -> u64 { clock.now_ms() }
+/// assert_eq!(stamp(&ManualClock::new(42)), 42);
+/// ```
 pub trait PhysicalClock: Send + Sync + fmt::Debug {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;

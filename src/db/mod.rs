@@ -10,7 +10,7 @@ use crate::types::{Position, SeqNo};
 
 mod any;
 pub(crate) mod batch;
-pub mod core;
+pub(crate) mod core;
 mod read;
 pub(crate) mod sequencer;
 pub(crate) mod validate;

@@ -16,6 +16,18 @@ use crate::types::{
 };
 
 /// One event of a session, as `session_events` returns it.
+///
+/// ```
+/// # use std::time::Duration;
+/// use tidal::{Config, EntityId, SessionId, TidalDb, Timestamp, UserId};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let db = TidalDb::open(Config::builder(dir.path()).signal_type("like", Duration::from_secs(60)).build().unwrap()).unwrap();
+/// let now = Timestamp::now();
+/// db.open_session(SessionId(1), UserId(1), now).unwrap();
+/// db.record_session_event(SessionId(1), EntityId(5), "like", 1.0, now).unwrap();
+/// let events = db.session_events(SessionId(1), 1, 10);
+/// assert_eq!((events[0].seq, events[0].entity, events[0].signal_type.as_str()), (1, EntityId(5), "like"));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionEvent {
     /// Its number in the session (1, 2, 3 ...).
@@ -31,6 +43,19 @@ pub struct SessionEvent {
 }
 
 /// What a node reports about itself.
+///
+/// ```
+/// # use std::time::Duration;
+/// use tidal::{Config, EntityId, NodeRole, TidalDb, Timestamp};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let db = TidalDb::open(Config::builder(dir.path()).signal_type("like", Duration::from_secs(60)).build().unwrap()).unwrap();
+/// let pos = db.signal("like", EntityId(1), 1.0, Timestamp::now()).unwrap();
+/// let status = db.status();
+/// assert_eq!(status.role, NodeRole::Single);
+/// assert_eq!(status.applied, pos);
+/// assert_eq!(status.hwm, pos.seqno); // synced under Durability::Sync
+/// assert!(status.poisoned.is_none());
+/// ```
 #[derive(Clone, Debug)]
 pub struct Status {
     /// The node's role.
@@ -39,6 +64,9 @@ pub struct Status {
     pub node: NodeId,
     /// The shard it serves.
     pub shard: ShardId,
+    /// The replicated identity (META without the node id): a follower must
+    /// share it with its leader.
+    pub fingerprint: u64,
     /// The current epoch.
     pub epoch: Epoch,
     /// The last record applied (visible to reads).
@@ -60,6 +88,14 @@ pub struct Status {
     pub commit_queue_depth: usize,
     /// Why writes are refused, if a write or sync failed.
     pub poisoned: Option<String>,
+    /// Estimated heap bytes of the in-memory state. The read view keeps two
+    /// copies (readers never wait for an apply), so the process holds about
+    /// twice this.
+    pub state_bytes: usize,
+    /// Log segments on disk.
+    pub segments: usize,
+    /// Bytes of those segments (pre-allocated size included).
+    pub log_bytes: u64,
     /// What recovery did when the database opened.
     pub recovery: RecoveryReport,
 }
@@ -137,11 +173,15 @@ impl Core {
                 s.epochs().last().map(|e| e.epoch).unwrap_or_default(),
             )
         });
-        let poisoned = self.commit.with_committer(|c| c.poisoned.clone());
+        let state_bytes = self.view.read(|s| s.approx_bytes());
+        let (poisoned, segments) = self
+            .commit
+            .with_committer(|c| (c.poisoned.clone(), c.wal.segments()));
         Status {
             role,
             node: self.config().node_id,
             shard: self.config().cluster.shard_id,
+            fingerprint: self.meta.fingerprint(),
             epoch,
             applied,
             hwm: SeqNo(self.durable_seqno.load(Ordering::Acquire)),
@@ -152,6 +192,9 @@ impl Core {
             last_batch_records: m.last_batch_records.load(Ordering::Relaxed),
             commit_queue_depth: self.commit.queue_depth(),
             poisoned,
+            state_bytes,
+            segments: segments.len(),
+            log_bytes: segments.iter().map(|s| s.len).sum(),
             recovery: self.recovery.clone(),
         }
     }

@@ -57,6 +57,16 @@ fn read_stamp(r: &mut Reader<'_>) -> Result<Stamp, DecodeError> {
 }
 
 /// An item as reads return it: a copy, so readers never hold the store.
+///
+/// ```
+/// # use std::time::Duration;
+/// use tidal::{Config, EntityId, TidalDb};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let db = TidalDb::open(Config::builder(dir.path()).signal_type("like", Duration::from_secs(60)).build().unwrap()).unwrap();
+/// db.write_item(EntityId(1), Some(EntityId(9)), &[("lang", "en")]).unwrap();
+/// let item = db.get_item(EntityId(1)).unwrap();
+/// assert_eq!((item.creator, item.metadata["lang"].as_str()), (Some(EntityId(9)), "en"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Item {
     /// The item's id.
@@ -68,6 +78,16 @@ pub struct Item {
 }
 
 /// A creator as reads return it: a copy, so readers never hold the store.
+///
+/// ```
+/// # use std::time::Duration;
+/// use tidal::{Config, EntityId, TidalDb};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let db = TidalDb::open(Config::builder(dir.path()).signal_type("like", Duration::from_secs(60)).build().unwrap()).unwrap();
+/// db.write_creator(EntityId(9), &[("name", "ada")]).unwrap();
+/// assert_eq!(db.get_creator(EntityId(9)).unwrap().metadata["name"], "ada");
+/// assert!(db.get_item(EntityId(9)).is_none()); // a creator, not an item
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Creator {
     /// The creator's id.
@@ -159,6 +179,7 @@ impl EntityStore {
     }
 
     /// Whether the id was written and is not deleted since, so reads show it.
+    #[cfg(test)]
     pub fn is_live(&self, id: EntityId) -> bool {
         self.entries.get(&id).is_some_and(Entry::is_live)
     }
@@ -240,6 +261,7 @@ impl EntityStore {
 
     /// The stamp of the newest delete of `id`, live again or not: what a
     /// merge compares an incoming record against.
+    #[cfg(test)]
     pub fn tombstone(&self, id: EntityId) -> Option<Stamp> {
         self.entries.get(&id).and_then(|e| e.tombstone)
     }
@@ -280,6 +302,7 @@ impl EntityStore {
     }
 
     /// A live item's creator, for the creator filter without copying metadata.
+    #[cfg(test)]
     pub fn creator_of(&self, id: EntityId) -> Option<EntityId> {
         self.live(id).and_then(|e| e.creator.map(|(c, _)| c))
     }
@@ -313,11 +336,13 @@ impl EntityStore {
     }
 
     /// The number of ids known, live or tombstoned.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether no id is known.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

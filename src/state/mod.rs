@@ -107,6 +107,14 @@ impl State {
         self.last_hlc
     }
 
+    /// Estimated heap bytes of this copy of the state.
+    pub fn approx_bytes(&self) -> usize {
+        self.signals.approx_bytes()
+            + self.entities.approx_bytes()
+            + self.vectors.approx_bytes()
+            + self.sessions.approx_bytes()
+    }
+
     /// The epoch history, oldest first.
     pub fn epochs(&self) -> &[EpochEntry] {
         &self.epochs

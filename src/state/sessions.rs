@@ -29,6 +29,18 @@ use crate::codec::{DecodeError, Put, Reader};
 use crate::types::{EntityId, SessionId, Timestamp, UserId};
 
 /// A session as reads return it: a copy, so readers never hold the store.
+///
+/// ```
+/// # use std::time::Duration;
+/// use tidal::{Config, SessionId, TidalDb, Timestamp, UserId};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let db = TidalDb::open(Config::builder(dir.path()).signal_type("like", Duration::from_secs(60)).build().unwrap()).unwrap();
+/// let now = Timestamp::now();
+/// db.open_session(SessionId(1), UserId(7), now).unwrap();
+/// db.close_session(SessionId(1), now).unwrap();
+/// let info = db.session(SessionId(1)).unwrap();
+/// assert_eq!((info.user, info.event_count, info.closed_at), (UserId(7), 0, Some(now)));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
     /// The session's id.
@@ -282,6 +294,7 @@ impl SessionStore {
     }
 
     /// The user's hard negatives, sorted so the output is deterministic.
+    #[cfg(test)]
     pub fn hard_negatives(&self, user: UserId) -> Vec<EntityId> {
         let mut v: Vec<EntityId> = self
             .users
@@ -293,6 +306,7 @@ impl SessionStore {
     }
 
     /// The user's sessions, open and closed, sorted.
+    #[cfg(test)]
     pub fn sessions_of(&self, user: UserId) -> Vec<SessionId> {
         self.users
             .get(&user)
@@ -301,11 +315,13 @@ impl SessionStore {
     }
 
     /// The number of sessions held, open and closed.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.sessions.len()
     }
 
     /// Whether no session is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
     }

@@ -278,11 +278,13 @@ impl SignalStore {
     }
 
     /// Whether the entity has an entry of that type.
+    #[cfg(test)]
     pub fn contains(&self, type_id: u16, entity: EntityId) -> bool {
         self.cell(type_id, entity).is_some()
     }
 
     /// Number of entries of that type (0 for an unknown type).
+    #[cfg(test)]
     pub fn len(&self, type_id: u16) -> usize {
         self.types
             .get(usize::from(type_id))
@@ -290,16 +292,19 @@ impl SignalStore {
     }
 
     /// Whether no type holds any entry.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.types.iter().all(|t| t.cells.is_empty())
     }
 
     /// Number of signal types.
+    #[cfg(test)]
     pub fn type_count(&self) -> usize {
         self.types.len()
     }
 
     /// The type's current landmark in ms (0 for an unknown type).
+    #[cfg(test)]
     pub fn landmark_ms(&self, type_id: u16) -> u64 {
         self.types
             .get(usize::from(type_id))

@@ -165,6 +165,7 @@ impl VectorStore {
     }
 
     /// The floats per vector.
+    #[cfg(test)]
     pub fn dimension(&self) -> usize {
         self.dimension
     }
@@ -203,16 +204,19 @@ impl VectorStore {
     }
 
     /// The stored unit vector of `id` under `kind`.
+    #[cfg(test)]
     pub fn get(&self, kind: EntityKind, id: EntityId) -> Option<&[f32]> {
         self.set_of(kind).get(id, self.dimension)
     }
 
     /// The number of vectors of `kind`.
+    #[cfg(test)]
     pub fn len(&self, kind: EntityKind) -> usize {
         self.set_of(kind).ids.len()
     }
 
     /// Whether no vector of either kind is stored.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.sets.iter().all(|s| s.ids.is_empty())
     }

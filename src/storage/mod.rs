@@ -22,6 +22,14 @@ pub use real::RealStorage;
 pub use sim::{CrashMode, FaultKind, SimStorage};
 
 /// How to open a file.
+///
+/// ```
+/// use tidal::storage::{OpenMode, Storage};
+/// let fs = tidal::SimStorage::default();
+/// let f = fs.open("/new".as_ref(), OpenMode::CreateNew).unwrap();
+/// f.write_all_at(b"x", 0).unwrap();
+/// assert!(fs.open("/new".as_ref(), OpenMode::CreateNew).is_err()); // exists
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenMode {
     /// Read only; the file must exist.
@@ -33,6 +41,17 @@ pub enum OpenMode {
 }
 
 /// A file-system: the one way the database reaches the disk.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use tidal::{Config, SimStorage, Storage};
+/// // Tests pass a SimStorage; production uses the default RealStorage.
+/// let storage: Arc<dyn Storage> = Arc::new(SimStorage::default());
+/// let config = Config::builder("/db").signal_type("like", Duration::from_secs(60)).storage(storage).build().unwrap();
+/// let db = tidal::TidalDb::open(config).unwrap();
+/// db.close().unwrap();
+/// ```
 pub trait Storage: Send + Sync + fmt::Debug {
     /// Creates a directory and its parents (like `mkdir -p`).
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
@@ -54,6 +73,17 @@ pub trait Storage: Send + Sync + fmt::Debug {
 }
 
 /// An open file. Positional I/O, so one file can be read while it is written.
+///
+/// ```
+/// use tidal::storage::{OpenMode, Storage};
+/// let fs = tidal::SimStorage::default();
+/// let f = fs.open("/f".as_ref(), OpenMode::CreateNew).unwrap();
+/// f.write_all_at(b"hello", 0).unwrap();
+/// f.sync_data().unwrap();
+/// let mut buf = [0u8; 5];
+/// f.read_exact_at(&mut buf, 0).unwrap();
+/// assert_eq!(&buf, b"hello");
+/// ```
 #[allow(clippy::len_without_is_empty)] // a fallible length; emptiness is never asked
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// The file's length in bytes.
@@ -96,6 +126,15 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
 }
 
 /// Holds an exclusive lock until dropped.
+///
+/// ```
+/// use tidal::storage::Storage;
+/// let fs = tidal::SimStorage::default();
+/// let held = fs.lock("/LOCK".as_ref()).unwrap();
+/// assert!(fs.lock("/LOCK".as_ref()).is_err());
+/// drop(held);
+/// assert!(fs.lock("/LOCK".as_ref()).is_ok());
+/// ```
 pub trait StorageLock: Send + Sync + fmt::Debug {}
 
 /// Writes `bytes` to `path` atomically and durably: a temporary file is

@@ -45,6 +45,18 @@ const PAGE_BYTES: u64 = 4096;
 ///
 /// In every mode, directory entries (creations, renames, removals) not made
 /// durable by `sync_dir` are lost.
+///
+/// ```
+/// use tidal::storage::{CrashMode, OpenMode, Storage};
+/// let fs = tidal::SimStorage::default();
+/// let f = fs.open("/f".as_ref(), OpenMode::CreateNew).unwrap();
+/// fs.sync_dir("/".as_ref()).unwrap();
+/// f.write_all_at(b"synced", 0).unwrap();
+/// f.sync_data().unwrap();
+/// f.write_all_at(b"lost!!", 0).unwrap();
+/// fs.crash(CrashMode::DropUnsynced);
+/// assert_eq!(fs.read("/f").unwrap(), b"synced");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashMode {
     /// Every unsynced write is lost: each file reverts to its last synced
@@ -67,6 +79,15 @@ pub enum CrashMode {
 }
 
 /// Which call an injected fault makes fail.
+///
+/// ```
+/// use tidal::storage::{FaultKind, OpenMode, Storage};
+/// let fs = tidal::SimStorage::default();
+/// let f = fs.open("/wal".as_ref(), OpenMode::CreateNew).unwrap();
+/// fs.fail_next(FaultKind::SyncData, "wal");
+/// assert!(f.sync_data().is_err());
+/// assert!(f.sync_data().is_ok()); // fail_next fires once
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultKind {
     /// `write_all_at` and `set_len` on a file (matched against the path the
