@@ -335,18 +335,6 @@ impl EntityStore {
             .all(|(k, v)| e.field(k).is_some_and(|f| *f.value == **v))
     }
 
-    /// The number of ids known, live or tombstoned.
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether no id is known.
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Approximate heap bytes held, for memory accounting in `status()`.
     pub fn approx_bytes(&self) -> usize {
         // A hash map slot holds the pair plus one control byte.

@@ -215,12 +215,6 @@ impl VectorStore {
         self.set_of(kind).ids.len()
     }
 
-    /// Whether no vector of either kind is stored.
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.sets.iter().all(|s| s.ids.is_empty())
-    }
-
     /// Exact cosine top-k over one kind (query already unit length): best
     /// first, ties by id ascending, only ids for which `accept` returns
     /// true. The score is the f32 dot product as f64. A bounded heap keeps
