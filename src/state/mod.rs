@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 pub(crate) mod decay;
 pub mod entities;
-mod entity_hash;
 pub mod sessions;
 pub mod signals;
 mod trending;

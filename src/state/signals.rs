@@ -58,14 +58,16 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-/// Maps keyed by entity, with the fast seeded hasher.
+/// Maps keyed by entity, with foldhash: SipHash costs about as much as the
+/// rest of a signal's apply; foldhash is seeded per map, so chosen keys
+/// cannot be made to collide, and nothing stored depends on hash order.
 pub(crate) type EntityMap<V> = HashMap<EntityId, V, EntityHashState>;
 
 use crate::codec::{DecodeError, Put, Reader};
 use crate::state::decay::{Pow2, saturate, scale_pow2};
-use crate::state::entity_hash::EntityHashState;
 use crate::state::trending::{Lane, TrendingIndex, top_k_scan, top_k_threshold, top_k_walk};
 use crate::types::{EntityId, Timestamp};
+use foldhash::fast::RandomState as EntityHashState;
 
 /// A signal more than this many half-lives ahead of its type's landmark
 /// moves the landmark first (see the module docs). `2^768` leaves room for

@@ -15,8 +15,8 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, BinaryHeap, HashSet};
 
 use crate::state::decay::{Pow2, saturate};
-use crate::state::entity_hash::EntityHashState;
 use crate::state::signals::TypeState;
+use foldhash::fast::RandomState as EntityHashState;
 
 use crate::types::EntityId;
 
