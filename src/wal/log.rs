@@ -8,7 +8,7 @@
 //! logged: nothing is lost silently.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::RecoveryMode;
 use crate::error::{Result, TidalError};
@@ -17,7 +17,9 @@ use crate::types::{SeqNo, ShardId};
 use crate::wal::format::{BATCH_HEADER_LEN, BatchMeta, Schema, decode_header};
 use crate::wal::record::Record;
 use crate::wal::recovery::recover;
-use crate::wal::segment::{SEGMENT_HEADER_LEN, create_segment, wal_dir};
+use crate::wal::segment::{
+    SEGMENT_HEADER_LEN, SPARE_NAME, adopt_spare, create_segment, create_spare, wal_dir,
+};
 
 /// How to open the log of one shard.
 #[derive(Clone, Debug)]
@@ -134,6 +136,19 @@ pub struct Wal {
     current: Option<Current>,
     next_seqno: SeqNo,
     bytes_since_open: u64,
+    spare: Arc<Mutex<Spare>>,
+}
+
+/// The next segment, pre-allocated by a background thread.
+#[derive(Debug, Default)]
+struct Spare {
+    /// A zero-filled, synced spare file ready to become the next segment.
+    ready: Option<PathBuf>,
+    /// A thread is building one.
+    building: bool,
+    /// That thread, joined when the log is dropped so no spare is being
+    /// written once the database is closed.
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 // The commit path shares the log across threads behind a lock.
@@ -157,6 +172,12 @@ impl Wal {
         let dir = wal_dir(&cfg.data_dir, cfg.shard);
         ensure_dir(storage.as_ref(), &cfg.data_dir, &dir)?;
         let rec = recover(&cfg, &dir, after, replay)?;
+        let leftover = dir.join(SPARE_NAME);
+        match storage.remove_file(&leftover) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(TidalError::io("remove spare segment", &leftover, e)),
+        }
         let (segments, report) = (rec.segments, rec.report);
         let log_end = report.last.map_or(SeqNo(0), |m| m.last_seqno());
         let next_seqno = log_end.max(after).next();
@@ -184,6 +205,7 @@ impl Wal {
             current,
             next_seqno,
             bytes_since_open: 0,
+            spare: Arc::new(Mutex::new(Spare::default())),
         };
         Ok((wal, report))
     }
@@ -237,8 +259,14 @@ impl Wal {
         if let Some(info) = self.segments.last_mut() {
             info.len = info.len.max(c.end_offset);
         }
+        let half_full = c.end_offset > self.segment_bytes / 2;
         self.next_seqno = c.seg_next;
         self.bytes_since_open += len;
+        if half_full {
+            // Pre-allocate the next segment while this one fills: a small
+            // database never pays for it, a busy one has it ready in time.
+            self.prepare_spare();
+        }
         Ok(())
     }
 
@@ -323,13 +351,26 @@ impl Wal {
                 .sync_data()
                 .map_err(|e| TidalError::io("sync segment", &c.path, e))?;
         }
-        let (path, file) = create_segment(
-            self.storage.as_ref(),
-            &self.dir,
-            self.shard,
-            first,
-            self.segment_bytes,
-        )?;
+        let ready = self
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ready
+            .take();
+        let (path, file) = match ready {
+            Some(spare) => {
+                adopt_spare(self.storage.as_ref(), &self.dir, &spare, self.shard, first)?
+            }
+            // The spare is not ready (rolls faster than zero-filling):
+            // pre-allocate on the commit path, as before.
+            None => create_segment(
+                self.storage.as_ref(),
+                &self.dir,
+                self.shard,
+                first,
+                self.segment_bytes,
+            )?,
+        };
         self.segments.push(SegmentInfo {
             path: path.clone(),
             first_seqno: first,
@@ -343,6 +384,72 @@ impl Wal {
             has_batches: false,
         });
         Ok(())
+    }
+}
+
+impl Wal {
+    /// Starts zero-filling the next segment in the background unless one is
+    /// ready or being built (cheap to call on every append: one lock). A failure is logged; the next roll then
+    /// pre-allocates on the commit path.
+    fn prepare_spare(&self) {
+        {
+            let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+            if spare.ready.is_some() || spare.building {
+                return;
+            }
+            spare.building = true;
+        }
+        let (storage, dir) = (Arc::clone(&self.storage), self.dir.clone());
+        let (slot, segment_bytes) = (Arc::clone(&self.spare), self.segment_bytes);
+        let build = move || {
+            let result = create_spare(storage.as_ref(), &dir, segment_bytes);
+            let mut spare = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            spare.building = false;
+            match result {
+                Ok(path) => spare.ready = Some(path),
+                Err(e) => tracing::warn!(error = %e, "pre-allocating the next segment failed"),
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("tidal-prealloc".into())
+            .spawn(build);
+        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        match spawned {
+            Ok(handle) => spare.thread = Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start the pre-allocation thread");
+                spare.building = false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl Wal {
+    /// A spare is ready or being built.
+    fn spare_pending(&self) -> bool {
+        let s = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        s.ready.is_some() || s.building
+    }
+
+    /// A spare is ready to be adopted.
+    fn spare_ready(&self) -> bool {
+        let s = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        s.ready.is_some()
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let thread = self
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .thread
+            .take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
     }
 }
 

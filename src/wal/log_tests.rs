@@ -502,3 +502,39 @@ fn a_damaged_header_of_an_earlier_segment_is_damage_at_offset_zero() {
     assert!(report.cuts.is_empty());
     assert_eq!(seen.len(), kept.len());
 }
+
+#[test]
+fn a_roll_adopts_the_spare_pre_allocated_in_the_background() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut wal, _, _) = open(cfg(tmp.path(), 4096), 0).unwrap();
+    let spare = wal.dir().join(crate::wal::segment::SPARE_NAME);
+    let append = |wal: &mut Wal| {
+        let (meta, _, bytes) = batch(wal.next_seqno().0, 3);
+        wal.append(&meta, &bytes).unwrap();
+    };
+    // Fill past half of the first segment: the spare gets built meanwhile.
+    append(&mut wal);
+    while !wal.spare_pending() {
+        append(&mut wal);
+    }
+    for _ in 0..400 {
+        if wal.spare_ready() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(wal.spare_ready() && spare.exists());
+    let segments = wal.segments().len();
+    while wal.segments().len() == segments {
+        append(&mut wal);
+    }
+    // The spare was renamed into the new segment, zero-filled to size.
+    assert!(!spare.exists());
+    let last = wal.segments().last().unwrap().clone();
+    assert_eq!(std::fs::metadata(&last.path).unwrap().len(), 4096);
+    let next = wal.next_seqno();
+    drop(wal);
+    let (wal, report, _) = open(cfg(tmp.path(), 4096), 0).unwrap();
+    assert!(report.cuts.is_empty());
+    assert_eq!(wal.next_seqno(), next);
+}

@@ -153,6 +153,66 @@ pub fn create_segment(
     Ok((path, file))
 }
 
+/// Name of the spare segment pre-allocated in the background. It is not a
+/// segment name, so recovery never reads it; a leftover one (a crash while
+/// it was being zero-filled) is removed when the log opens.
+pub const SPARE_NAME: &str = "spare.prealloc";
+
+/// Creates the spare segment: zero-filled to `segment_bytes`, synced, its
+/// directory entry synced. Runs off the commit path, so a roll costs a
+/// rename and a header write instead of zero-filling a whole segment.
+pub fn create_spare(storage: &dyn Storage, dir: &Path, segment_bytes: u64) -> Result<PathBuf> {
+    let path = dir.join(SPARE_NAME);
+    match storage.remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(TidalError::io("remove spare segment", &path, e)),
+    }
+    let file = storage
+        .open(&path, OpenMode::CreateNew)
+        .map_err(|e| TidalError::io("create spare segment", &path, e))?;
+    zero_fill(
+        file.as_ref(),
+        &path,
+        0,
+        segment_bytes.max(SEGMENT_HEADER_LEN as u64),
+    )?;
+    file.sync_data()
+        .map_err(|e| TidalError::io("sync spare segment", &path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| TidalError::io("sync dir", dir, e))?;
+    Ok(path)
+}
+
+/// Turns the spare into segment `first`: rename, header write, sync of the
+/// file and of the directory. A crash in between leaves either the spare
+/// (ignored) or a segment whose header is zeros, which recovery treats as
+/// a torn tail at offset 0 and rewrites.
+pub fn adopt_spare(
+    storage: &dyn Storage,
+    dir: &Path,
+    spare: &Path,
+    shard: ShardId,
+    first: SeqNo,
+) -> Result<(PathBuf, Box<dyn StorageFile>)> {
+    let path = dir.join(segment_name(first));
+    storage
+        .rename(spare, &path)
+        .map_err(|e| TidalError::io("rename spare segment", spare, e))?;
+    let file = storage
+        .open(&path, OpenMode::ReadWrite)
+        .map_err(|e| TidalError::io("open segment", &path, e))?;
+    file.write_all_at(&encode_segment_header(shard, first), 0)
+        .map_err(|e| TidalError::io("write segment header", &path, e))?;
+    file.sync_data()
+        .map_err(|e| TidalError::io("sync segment", &path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| TidalError::io("sync dir", dir, e))?;
+    Ok((path, file))
+}
+
 /// Writes zeros over `[from, to)`, in chunks of at most 1 MiB. Used to
 /// pre-allocate segments and to cut a damaged tail, so a later recovery
 /// reads the cut region as the clean end of the log.
