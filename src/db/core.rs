@@ -15,7 +15,7 @@ use crate::db::view::View;
 use crate::error::{Result, TidalError};
 use crate::meta::{self, Meta};
 use crate::snapshot::{self, Section, SnapshotHeader};
-use crate::state::{State, StateParams};
+use crate::state::{EpochEntry, State, StateParams};
 use crate::storage::{Storage, StorageLock, write_file_atomic};
 use crate::types::{Epoch, Position, SeqNo};
 use crate::wal::commit::GroupCommit;
@@ -113,6 +113,51 @@ fn params(config: &Config) -> StateParams {
     }
 }
 
+/// The allowed transitions between the role persisted in the log (its last
+/// `EpochStart`) and the open called (DESIGN.md section 2): a node reopens
+/// in the role it had; a former leader may reopen as a follower (a
+/// demotion, logged; the handshake then cuts what it holds past the new
+/// leader's history); a follower becomes a leader only through `promote`.
+/// Everything else is `RoleMismatch`. Returns the epoch to write in.
+fn check_role(role: NodeRole, config: &Config, epochs: &[EpochEntry]) -> Result<Epoch> {
+    let Some(e) = epochs.last() else {
+        return Ok(Epoch::FIRST);
+    };
+    let me = config.node_id;
+    let persisted = match (e.replicated, e.leader_node == me) {
+        (false, true) => NodeRole::Single,
+        (false, false) => {
+            return Err(TidalError::RoleMismatch {
+                reason: format!(
+                    "the log's epoch {} was led by single node {}, not by this node {me}",
+                    e.epoch, e.leader_node
+                ),
+            });
+        }
+        (true, true) => NodeRole::Leader,
+        (true, false) => NodeRole::Follower,
+    };
+    match (persisted, role) {
+        (p, r) if p == r => Ok(e.epoch),
+        (NodeRole::Leader, NodeRole::Follower) => {
+            tracing::warn!(epoch = %e.epoch, node = %me, "a former leader reopens as a follower (demotion)");
+            Ok(e.epoch)
+        }
+        (p, r) => Err(TidalError::RoleMismatch {
+            reason: format!(
+                "the log says this node is a {p:?} (epoch {} led by node {}); it cannot be opened as a {r:?}{}",
+                e.epoch,
+                e.leader_node,
+                if p == NodeRole::Follower && r == NodeRole::Leader {
+                    ": a follower becomes a leader only through promote"
+                } else {
+                    ""
+                }
+            ),
+        }),
+    }
+}
+
 impl Core {
     /// Opens (or creates) the database in `config.data_dir` for `role`:
     /// lock, META, newest valid snapshot, log replay, role check, and for a
@@ -187,21 +232,7 @@ impl Core {
         report.records_replayed = log.records_replayed;
         report.cuts = log.cuts;
         report.duration = started.elapsed();
-        let epoch = match state.epochs().last() {
-            None => Epoch::FIRST,
-            Some(e) if e.replicated || e.leader_node != config.node_id => {
-                return Err(TidalError::RoleMismatch {
-                    reason: format!(
-                        "the log's epoch {} is led by node {} ({}), not by this single node {}",
-                        e.epoch,
-                        e.leader_node,
-                        if e.replicated { "replicated" } else { "single" },
-                        config.node_id
-                    ),
-                });
-            }
-            Some(e) => e.epoch,
-        };
+        let epoch = check_role(role, &config, state.epochs())?;
         let is_new = state.epochs().is_empty();
         let hlc = HlcClock::new(config.clock.clone(), duration_ms(config.max_clock_drift));
         hlc.advance_to(state.last_hlc());
@@ -239,12 +270,14 @@ impl Core {
             data_dir: dir,
             _lock: lock,
         });
-        if is_new {
+        // A new writable database opens epoch 1; a new follower's history
+        // comes from its leader.
+        if is_new && role != NodeRole::Follower {
             let record = Record::EpochStart {
                 epoch: Epoch::FIRST,
                 leader_node: config.node_id,
                 hlc: core.hlc.now(),
-                replicated: false,
+                replicated: role == NodeRole::Leader,
             };
             core.commit.with_committer(|c| {
                 c.commit(&core, std::slice::from_ref(&record), |_| {})?;
@@ -436,5 +469,80 @@ impl Core {
             }
         }
         self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::NodeId;
+    use std::time::Duration;
+
+    fn config(node: u64) -> Config {
+        Config::builder("/db")
+            .signal_type("like", Duration::from_secs(60))
+            .node_id(NodeId(node))
+            .build()
+            .expect("config")
+    }
+
+    fn epoch(leader: u64, replicated: bool) -> Vec<EpochEntry> {
+        vec![EpochEntry {
+            epoch: Epoch(3),
+            start: SeqNo(10),
+            leader_node: NodeId(leader),
+            replicated,
+        }]
+    }
+
+    #[test]
+    fn a_new_log_opens_in_any_role_at_epoch_one() {
+        for role in [NodeRole::Single, NodeRole::Leader, NodeRole::Follower] {
+            assert_eq!(
+                check_role(role, &config(1), &[]).expect("new"),
+                Epoch::FIRST
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_reopens_in_its_role_and_a_leader_may_be_demoted() {
+        let c = config(1);
+        assert_eq!(
+            check_role(NodeRole::Single, &c, &epoch(1, false)).expect("single"),
+            Epoch(3)
+        );
+        assert_eq!(
+            check_role(NodeRole::Leader, &c, &epoch(1, true)).expect("leader"),
+            Epoch(3)
+        );
+        assert_eq!(
+            check_role(NodeRole::Follower, &c, &epoch(2, true)).expect("follower"),
+            Epoch(3)
+        );
+        assert_eq!(
+            check_role(NodeRole::Follower, &c, &epoch(1, true)).expect("demotion"),
+            Epoch(3)
+        );
+    }
+
+    #[test]
+    fn every_other_transition_is_a_role_mismatch() {
+        let c = config(1);
+        let refused = [
+            (NodeRole::Leader, epoch(1, false)),   // single -> leader
+            (NodeRole::Follower, epoch(1, false)), // single -> follower
+            (NodeRole::Single, epoch(1, true)),    // leader -> single
+            (NodeRole::Single, epoch(2, true)),    // follower -> single
+            (NodeRole::Leader, epoch(2, true)),    // follower -> leader without promote
+            (NodeRole::Single, epoch(2, false)),   // another single node's log
+        ];
+        for (role, history) in refused {
+            let r = check_role(role, &c, &history);
+            assert!(
+                matches!(r, Err(TidalError::RoleMismatch { .. })),
+                "{role:?} over {history:?}: {r:?}"
+            );
+        }
     }
 }
