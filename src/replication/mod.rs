@@ -23,4 +23,6 @@ pub mod receiver;
 pub mod shipper;
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod sim_tests;
