@@ -1,0 +1,213 @@
+//! The rules both sides of the handshake share: where two histories
+//! diverge, which epoch holds a SeqNo, and the clock that stamps messages.
+//!
+//! An epoch history is a list of `(epoch, first SeqNo)` pairs, ascending in
+//! both, rebuilt from the log's `EpochStart` records (`state::EpochEntry`).
+//! Epoch `history[i].0` holds the SeqNos from `history[i].1` up to the
+//! SeqNo before `history[i + 1].1`, or up to the end of the log for the
+//! last entry.
+//!
+//! # The handshake (Raft's log matching, Kafka's KIP-279)
+//!
+//! The follower says hello with its last `(fe, fs)`. The leader finds `E`,
+//! the largest epoch of its history at or below `fe`, and `end`, the last
+//! SeqNo of `E` in its log (the SeqNo before the next epoch's start, or the
+//! leader's last durable SeqNo if `E` is its newest epoch). With
+//! `p = min(end, fs)`:
+//!
+//! - `E == fe` and `p == fs`: the histories agree ([`leader_divergence`]
+//!   returns `None`), streaming starts at `fs + 1`.
+//! - otherwise the answer is `Some((E, p))`. The follower cuts its log to
+//!   end at `min(p, s - 1)` where `s` is the start of its first epoch above
+//!   `E` ([`follower_cut`]): an epoch the leader never led holds nothing the
+//!   leader has. It hands the cut records back and says hello again.
+//!
+//! Each round strictly shortens the follower's log, so the rounds end; the
+//! shipper still caps them ([`MAX_HANDSHAKE_ROUNDS`]) against a peer that
+//! does not cut.
+
+use crate::crdt::hlc::Hlc;
+use crate::types::{Epoch, Position, SeqNo};
+
+/// An epoch history: `(epoch, first SeqNo)` pairs, ascending in both.
+pub type EpochHistory = Vec<(Epoch, SeqNo)>;
+
+/// Handshake rounds one connection may take before the leader drops it. An
+/// honest follower needs at most one round per epoch it holds plus one.
+pub const MAX_HANDSHAKE_ROUNDS: u32 = 256;
+
+/// The epoch that holds `seqno` in `history`, `None` for SeqNo 0 or before
+/// the first entry.
+pub fn epoch_at(history: &[(Epoch, SeqNo)], seqno: SeqNo) -> Option<Epoch> {
+    if seqno.0 == 0 {
+        return None;
+    }
+    history
+        .iter()
+        .rev()
+        .find(|(_, start)| *start <= seqno)
+        .map(|(epoch, _)| *epoch)
+}
+
+/// The leader's side of the handshake: `None` if the follower's log, ending
+/// at `follower_last`, agrees with the leader's history, else the point the
+/// follower must cut to (see the module docs).
+///
+/// `leader_last` is the leader's last durable SeqNo: a follower never keeps
+/// a record past it, since the leader ships only what it has made durable.
+pub fn leader_divergence(
+    history: &[(Epoch, SeqNo)],
+    leader_last: SeqNo,
+    follower_last: Position,
+) -> Option<Position> {
+    if follower_last.seqno.0 == 0 {
+        // An empty log agrees with every history.
+        return None;
+    }
+    let Some(i) = history
+        .iter()
+        .rposition(|(epoch, _)| *epoch <= follower_last.epoch)
+    else {
+        // The leader never led an epoch this old: nothing of it is shared.
+        return Some(Position::default());
+    };
+    let (epoch, _) = history[i];
+    let end = match history.get(i + 1) {
+        Some((_, next_start)) => SeqNo(next_start.0.saturating_sub(1)),
+        None => leader_last,
+    };
+    let point = end.min(follower_last.seqno);
+    if epoch == follower_last.epoch && point == follower_last.seqno {
+        None
+    } else {
+        Some(Position::new(epoch, point))
+    }
+}
+
+/// The follower's side: the SeqNo its log must end at after the leader
+/// answered `point`, given its own `history` and last SeqNo `last`.
+pub fn follower_cut(history: &[(Epoch, SeqNo)], last: SeqNo, point: Position) -> SeqNo {
+    let mut cut = point.seqno.min(last);
+    if let Some((_, start)) = history.iter().find(|(epoch, _)| *epoch > point.epoch) {
+        cut = cut.min(SeqNo(start.0.saturating_sub(1)));
+    }
+    cut
+}
+
+/// Stamps outgoing messages with a strictly increasing HLC read from the
+/// `now_ms` the caller feeds in, and remembers the last remote reading.
+///
+/// Remote readings are not folded into the local stamp: the db's `HlcClock`
+/// (with its drift check) observes them through the I/O layer, so a skewed
+/// peer cannot drag this machine's stamps forward. Replication never halts
+/// on skew.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MessageClock {
+    last: Hlc,
+    remote: Option<Hlc>,
+}
+
+impl MessageClock {
+    /// A clock that stamps above `floor` (the db's last HLC).
+    pub(crate) fn new(floor: Hlc) -> MessageClock {
+        MessageClock {
+            last: floor,
+            remote: None,
+        }
+    }
+
+    /// The next stamp.
+    pub(crate) fn stamp(&mut self, now_ms: u64) -> Hlc {
+        let physical = Hlc::new(now_ms, 0);
+        self.last = if physical > self.last {
+            physical
+        } else {
+            self.last.successor()
+        };
+        self.last
+    }
+
+    /// Records a remote reading.
+    pub(crate) fn observe(&mut self, remote: Hlc) {
+        self.remote = Some(remote);
+    }
+
+    /// The last remote reading seen.
+    pub(crate) fn remote(&self) -> Option<Hlc> {
+        self.remote
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(u64, u64)]) -> EpochHistory {
+        pairs.iter().map(|&(e, s)| (Epoch(e), SeqNo(s))).collect()
+    }
+
+    fn p(e: u64, s: u64) -> Position {
+        Position::new(Epoch(e), SeqNo(s))
+    }
+
+    #[test]
+    fn epoch_at_finds_the_holding_epoch() {
+        let hist = h(&[(1, 1), (3, 10)]);
+        assert_eq!(epoch_at(&hist, SeqNo(0)), None);
+        assert_eq!(epoch_at(&hist, SeqNo(9)), Some(Epoch(1)));
+        assert_eq!(epoch_at(&hist, SeqNo(10)), Some(Epoch(3)));
+        assert_eq!(epoch_at(&hist, SeqNo(99)), Some(Epoch(3)));
+        assert_eq!(epoch_at(&h(&[(2, 5)]), SeqNo(4)), None);
+    }
+
+    #[test]
+    fn same_epoch_within_the_leader_log_agrees() {
+        let hist = h(&[(1, 1), (2, 8)]);
+        assert_eq!(leader_divergence(&hist, SeqNo(20), p(2, 15)), None);
+        assert_eq!(leader_divergence(&hist, SeqNo(20), p(1, 7)), None);
+        assert_eq!(leader_divergence(&hist, SeqNo(20), p(0, 0)), None);
+    }
+
+    #[test]
+    fn a_longer_old_epoch_is_cut_at_its_end_in_the_leader() {
+        let hist = h(&[(1, 1), (2, 8)]);
+        assert_eq!(leader_divergence(&hist, SeqNo(20), p(1, 12)), Some(p(1, 7)));
+        // Past the leader's durable end in its own epoch.
+        assert_eq!(
+            leader_divergence(&hist, SeqNo(20), p(2, 25)),
+            Some(p(2, 20))
+        );
+    }
+
+    #[test]
+    fn kip_279_an_epoch_the_leader_never_led_is_cut_by_the_follower() {
+        // Follower logged epoch 3 (never led by this leader) from 10 to 15.
+        let leader = h(&[(1, 1), (2, 8), (4, 20)]);
+        let follower = h(&[(1, 1), (3, 10)]);
+        let answer = leader_divergence(&leader, SeqNo(25), p(3, 15));
+        assert_eq!(answer, Some(p(2, 15)));
+        let cut = follower_cut(&follower, SeqNo(15), p(2, 15));
+        assert_eq!(cut, SeqNo(9));
+        // Second round from (1, 9): epoch 1 ends at 7 in the leader.
+        let answer = leader_divergence(&leader, SeqNo(25), p(1, 9));
+        assert_eq!(answer, Some(p(1, 7)));
+        assert_eq!(follower_cut(&follower[..1], SeqNo(9), p(1, 7)), SeqNo(7));
+        assert_eq!(leader_divergence(&leader, SeqNo(25), p(1, 7)), None);
+    }
+
+    #[test]
+    fn an_epoch_older_than_the_whole_leader_history_is_cut_entirely() {
+        let leader = h(&[(5, 1)]);
+        assert_eq!(leader_divergence(&leader, SeqNo(9), p(2, 4)), Some(p(0, 0)));
+    }
+
+    #[test]
+    fn stamps_strictly_increase_with_a_stuck_clock() {
+        let mut c = MessageClock::new(Hlc::new(5, 0));
+        let a = c.stamp(5);
+        let b = c.stamp(5);
+        let d = c.stamp(4);
+        assert!(Hlc::new(5, 0) < a && a < b && b < d);
+        assert!(c.stamp(100) == Hlc::new(100, 0));
+    }
+}
