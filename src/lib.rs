@@ -102,6 +102,7 @@ pub mod db;
 pub mod error;
 pub(crate) mod meta;
 pub mod query;
+pub(crate) mod replication;
 pub mod role;
 pub mod shard;
 pub(crate) mod snapshot;
