@@ -243,6 +243,61 @@ pub enum TidalError {
         /// The allowed drift.
         limit_ms: u64,
     },
+
+    // ----- transport (replication connections) -----
+    /// A replication connection could not be made or broke: refused, reset,
+    /// closed mid-frame, not a TidalDb peer, or a transport used in the wrong
+    /// role. Reconnecting may help.
+    #[error("replication transport with {peer}: {reason}")]
+    Transport {
+        /// The peer's address or label.
+        peer: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The peer did not prove the cluster secret, or refused our proof. The
+    /// secrets differ (or someone without the secret tried to connect), so
+    /// retrying will not help until the configuration is fixed.
+    #[error("authentication with {peer} failed: {reason}")]
+    AuthFailed {
+        /// The peer's address or label.
+        peer: String,
+        /// Which proof failed.
+        reason: String,
+    },
+    /// A frame whose MAC tag or sequence number is wrong: tampered with,
+    /// replayed, reordered or injected. The connection is closed.
+    #[error("frame from {peer} refused at sequence {expected_seq}: {reason}; connection closed")]
+    FrameRejected {
+        /// The peer's address or label.
+        peer: String,
+        /// The sequence number this side expected next.
+        expected_seq: u64,
+        /// What was wrong with the frame.
+        reason: String,
+    },
+    /// A frame longer than the transport's frame cap, refused before any
+    /// buffer for it was allocated. The connection is closed.
+    #[error("frame of {len} bytes with {peer} is over the limit of {limit_bytes} bytes")]
+    FrameTooLarge {
+        /// The peer's address or label.
+        peer: String,
+        /// The length announced (received) or given (sent).
+        len: u64,
+        /// The cap (`TcpOptions::max_frame_bytes`).
+        limit_bytes: usize,
+    },
+    /// A read or write with a peer made no progress within its timeout.
+    /// The connection is closed.
+    #[error("{op} with {peer} timed out after {timeout_ms} ms")]
+    TransportTimeout {
+        /// The peer's address or label.
+        peer: String,
+        /// What was waiting (`handshake`, `read frame`, `write frame`, `connect`).
+        op: &'static str,
+        /// The timeout that elapsed.
+        timeout_ms: u64,
+    },
 }
 
 impl TidalError {

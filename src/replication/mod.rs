@@ -5,22 +5,26 @@
 //! state machines fed messages and time (`now_ms`) that return messages to
 //! send and actions for the I/O layer. They read no clock, touch no file or
 //! socket and start no thread, so a deterministic simulator can drive them
-//! and every interleaving a test finds can be replayed.
+//! and every interleaving a test finds can be replayed. The transports only
+//! move authenticated frames.
 //!
 //! - [`message`]: the [`message::Message`]s and their wire codec.
 //! - [`protocol`]: the handshake rules shared by both sides (divergence
 //!   point, epoch lookup) and the message clock.
 //! - [`shipper`]: handshakes, streaming requests, heartbeats, HWM, fencing.
 //! - [`receiver`]: hello, cuts, batch checks, acks, stale-leader refusal.
+//! - [`transport`]: the object-safe `Transport`; [`in_process`] over Tokio channels.
 
 // Dead until integrated by the db layer in the replication work; the
 // integrator removes this allow.
 #![allow(dead_code)]
 
+pub(crate) mod in_process;
 pub mod message;
 pub mod protocol;
 pub mod receiver;
 pub mod shipper;
+pub(crate) mod transport;
 
 #[cfg(test)]
 mod sim;
