@@ -187,6 +187,14 @@ impl Wal {
         let dir = wal_dir(&cfg.data_dir, cfg.shard);
         ensure_dir(storage.as_ref(), &cfg.data_dir, &dir)?;
         let rec = recover(&cfg, &dir, after, replay)?;
+        // An earlier process may have failed between creating a segment and
+        // syncing the directory (a full disk, say) and then been reopened
+        // without a crash: its name is live but not durable. Appending to
+        // it would let a power loss take acknowledged batches with the
+        // name, so every name recovery adopts is made durable first.
+        storage
+            .sync_dir(&dir)
+            .map_err(|e| TidalError::io("sync dir", &dir, e))?;
         let (segments, report) = (rec.segments, rec.report);
         let log_end = report.last.map_or(SeqNo(0), |m| m.last_seqno());
         let next_seqno = log_end.max(after).next();
