@@ -159,17 +159,21 @@ fn backups_taken_during_writes_open_with_the_state_at_their_position() {
         }
     };
 
+    // Each backup waits for 400 writes after the previous one returned, so
+    // writes go on before, during and after every backup.
     let mut backups = Vec::new();
+    let mut next = 400;
     for k in 0..4 {
-        wait_for(400 * (k + 1));
+        wait_for(next);
         let dir = format!("/backup-{k}");
         if k == 2 {
             db.checkpoint().unwrap(); // a backup right after a checkpoint too
         }
         let p = db.backup(&dir).unwrap();
         backups.push((dir, p));
+        next = done.load(Ordering::Acquire) + 400;
     }
-    wait_for(400 * 5);
+    wait_for(next);
     stop.store(true, Ordering::Release);
     writer.join().unwrap();
     let log = log.lock().unwrap().clone();
