@@ -92,6 +92,9 @@ pub(crate) struct Core {
     pub(crate) recovery: RecoveryReport,
     pub(crate) meta: Meta,
     pub(crate) snapshot_due: AtomicBool,
+    /// A background checkpoint is spawned and not yet finished: at most one
+    /// at a time, however many writes pass the threshold meanwhile.
+    checkpoint_scheduled: Arc<AtomicBool>,
     /// Highest SeqNo known synced (equals the last SeqNo under `Sync`).
     pub(crate) durable_seqno: AtomicU64,
     closed: AtomicBool,
@@ -261,6 +264,7 @@ impl Core {
             recovery: report,
             meta,
             snapshot_due: AtomicBool::new(false),
+            checkpoint_scheduled: Arc::new(AtomicBool::new(false)),
             durable_seqno: AtomicU64::new(next.0.saturating_sub(1)),
             closed: AtomicBool::new(false),
             stop: Arc::new(Stop::default()),
@@ -310,7 +314,9 @@ impl Core {
         {
             self.durable_seqno.fetch_max(p.seqno.0, Ordering::AcqRel);
         }
-        if self.snapshot_due.swap(false, Ordering::AcqRel) {
+        if self.snapshot_due.swap(false, Ordering::AcqRel)
+            && !self.checkpoint_scheduled.swap(true, Ordering::AcqRel)
+        {
             self.spawn_checkpoint();
         }
         result
@@ -360,6 +366,7 @@ impl Core {
 
     fn spawn_checkpoint(self: &Arc<Self>) {
         let core = Arc::downgrade(self);
+        let scheduled = Arc::clone(&self.checkpoint_scheduled);
         let spawned = std::thread::Builder::new()
             .name("tidal-checkpoint".into())
             .spawn(move || {
@@ -368,14 +375,19 @@ impl Core {
                 {
                     tracing::error!(error = %e, "background checkpoint failed");
                 }
+                scheduled.store(false, Ordering::Release);
             });
         match spawned {
             Ok(h) => {
                 let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+                // Finished checkpoint threads need no join: keep the list bounded.
                 threads.retain(|t| !t.is_finished());
                 threads.push(h);
             }
-            Err(e) => tracing::error!(error = %e, "could not start a checkpoint thread"),
+            Err(e) => {
+                self.checkpoint_scheduled.store(false, Ordering::Release);
+                tracing::error!(error = %e, "could not start a checkpoint thread");
+            }
         }
     }
 

@@ -178,6 +178,14 @@ impl Wal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(TidalError::io("remove spare segment", &leftover, e)),
         }
+        // An earlier process may have failed between creating a segment and
+        // syncing the directory (a full disk, say) and then been reopened
+        // without a crash: its name is live but not durable. Appending to
+        // it would let a power loss take acknowledged batches with the
+        // name, so every name recovery adopts is made durable first.
+        storage
+            .sync_dir(&dir)
+            .map_err(|e| TidalError::io("sync dir", &dir, e))?;
         let (segments, report) = (rec.segments, rec.report);
         let log_end = report.last.map_or(SeqNo(0), |m| m.last_seqno());
         let next_seqno = log_end.max(after).next();
