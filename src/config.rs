@@ -69,6 +69,23 @@ pub enum Durability {
     /// A write returns once its batch is written; a background thread syncs
     /// at this interval, so a crash loses at most that window.
     Periodic(Duration),
+    /// Leaders only: a write returns once its batch is synced locally and
+    /// `acks` followers hold it durably (it is at or below the HWM), or
+    /// fails with `TidalError::ReplicationTimeout` after `timeout` (the
+    /// write may still apply).
+    Replicated {
+        /// Followers that must hold the batch durably.
+        acks: usize,
+        /// How long a write waits for them.
+        timeout: Duration,
+    },
+}
+
+impl Durability {
+    /// Whether each batch is synced before it is acknowledged.
+    pub(crate) fn syncs_each_batch(self) -> bool {
+        !matches!(self, Durability::Periodic(_))
+    }
 }
 
 /// What recovery does with damage before the last segment.
@@ -338,10 +355,22 @@ impl Config {
         if l.max_session_events == 0 {
             return bad("limits.max_session_events", "must be above zero");
         }
-        if let Durability::Periodic(d) = self.durability
-            && d.is_zero()
-        {
-            return bad("durability", "a Periodic interval must be above zero");
+        match self.durability {
+            Durability::Periodic(d) if d.is_zero() => {
+                return bad("durability", "a Periodic interval must be above zero");
+            }
+            Durability::Replicated { acks, timeout } => {
+                if acks == 0 {
+                    return bad("durability", "Replicated needs acks of at least 1");
+                }
+                if timeout.is_zero() {
+                    return bad("durability", "Replicated needs a timeout above zero");
+                }
+                if self.cluster.role != NodeRole::Leader {
+                    return bad("durability", "Replicated durability is for leaders");
+                }
+            }
+            _ => {}
         }
         Ok(())
     }

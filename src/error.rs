@@ -233,6 +233,44 @@ pub enum TidalError {
         /// The higher epoch seen.
         seen: Epoch,
     },
+    /// A write under `Durability::Replicated` was not acknowledged by enough
+    /// followers in time. It is durable on the leader and may still apply
+    /// on the followers: retry with the same content, or read it back.
+    #[error(
+        "write at SeqNo {seqno} was not acknowledged by {acks} followers within {timeout_ms} ms; it may still apply"
+    )]
+    ReplicationTimeout {
+        /// The write's last SeqNo.
+        seqno: crate::types::SeqNo,
+        /// Followers that had to acknowledge it.
+        acks: usize,
+        /// The timeout.
+        timeout_ms: u64,
+    },
+    /// A leader or follower open needs a multi-threaded Tokio runtime.
+    #[error("no usable Tokio runtime: {reason}")]
+    NoRuntime {
+        /// What is missing.
+        reason: &'static str,
+    },
+    /// `wait_for` named a record this node's history holds in another epoch.
+    #[error("position {wanted} diverged: this node holds epoch {held} at that SeqNo")]
+    Diverged {
+        /// The position waited for.
+        wanted: crate::types::Position,
+        /// The epoch this node holds at that SeqNo.
+        held: Epoch,
+    },
+    /// `wait_for` timed out before the record was applied here.
+    #[error("position {wanted} not applied within {timeout_ms} ms (applied: {applied})")]
+    WaitTimeout {
+        /// The position waited for.
+        wanted: crate::types::Position,
+        /// What this node has applied.
+        applied: crate::types::Position,
+        /// The timeout.
+        timeout_ms: u64,
+    },
     /// A remote clock further ahead than `max_drift`.
     #[error("remote clock {remote_ms} ms is {ahead_ms} ms ahead, over max drift {limit_ms} ms")]
     ClockSkew {

@@ -63,7 +63,7 @@ pub struct Single;
 /// ```
 #[derive(Debug)]
 pub struct Leader {
-    pub(crate) _private: (),
+    pub(crate) tasks: crate::replication::node::ReplicationTasks,
 }
 
 /// A read-only replica that receives its leader's log.
@@ -77,7 +77,8 @@ pub struct Leader {
 /// ```
 #[derive(Debug)]
 pub struct Follower {
-    pub(crate) _private: (),
+    /// Held for its `Drop`, which stops the receiver.
+    pub(crate) _tasks: crate::replication::node::ReplicationTasks,
 }
 
 impl sealed::Sealed for Single {}

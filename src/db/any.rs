@@ -286,7 +286,9 @@ mod tests {
         let core = Core::open(config, NodeRole::Single).expect("open");
         AnyDb::Follower(TidalDb {
             core,
-            role: Follower { _private: () },
+            role: Follower {
+                _tasks: Default::default(),
+            },
         })
     }
 

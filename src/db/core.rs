@@ -19,7 +19,7 @@ use crate::state::{EpochEntry, State, StateParams};
 use crate::storage::{Storage, StorageLock, write_file_atomic};
 use crate::types::{Epoch, Position, SeqNo};
 use crate::wal::commit::GroupCommit;
-use crate::wal::format::Schema;
+use crate::wal::format::{BATCH_HEADER_LEN, BatchMeta, Schema, decode_records};
 use crate::wal::log::{LogConfig, LogCut, Wal};
 use crate::wal::record::Record;
 
@@ -75,6 +75,15 @@ impl Metrics {
     }
 }
 
+/// A callback told of every newly durable position.
+struct DurableHook(Box<dyn Fn(Position) + Send + Sync>);
+
+impl std::fmt::Debug for DurableHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DurableHook")
+    }
+}
+
 #[derive(Debug, Default)]
 struct Stop {
     stopped: Mutex<bool>,
@@ -97,6 +106,16 @@ pub(crate) struct Core {
     checkpoint_scheduled: Arc<AtomicBool>,
     /// Highest SeqNo known synced (equals the last SeqNo under `Sync`).
     pub(crate) durable_seqno: AtomicU64,
+    /// The high-water mark: durable here, and on a leader acknowledged by
+    /// the followers `Durability::Replicated` asks for. Never goes back.
+    hwm: Mutex<SeqNo>,
+    hwm_changed: Condvar,
+    /// A higher epoch seen by a leader: writes are refused from then on.
+    pub(crate) fenced: Mutex<Option<Epoch>>,
+    /// The last applied position, for `wait_for`.
+    pub(crate) applied_tx: tokio::sync::watch::Sender<Position>,
+    /// Told of every newly durable position (a leader's shipper).
+    durable_hook: std::sync::OnceLock<DurableHook>,
     closed: AtomicBool,
     stop: Arc<Stop>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -220,7 +239,7 @@ impl Core {
             data_dir: dir.clone(),
             shard,
             segment_bytes: config.segment_bytes,
-            strict_tail: config.durability == Durability::Sync,
+            strict_tail: config.durability.syncs_each_batch(),
             recovery_mode: config.recovery_mode,
             schema: Schema {
                 signal_type_count: config.signal_types.len() as u16,
@@ -249,6 +268,7 @@ impl Core {
             ms = report.duration.as_millis() as u64,
             "recovered"
         );
+        let applied = state.applied();
         let committer = Committer::new(wal, shard, epoch, config.durability);
         let limits = &config.limits;
         let core = Arc::new(Core {
@@ -266,6 +286,11 @@ impl Core {
             snapshot_due: AtomicBool::new(false),
             checkpoint_scheduled: Arc::new(AtomicBool::new(false)),
             durable_seqno: AtomicU64::new(next.0.saturating_sub(1)),
+            hwm: Mutex::new(SeqNo(next.0.saturating_sub(1))),
+            hwm_changed: Condvar::new(),
+            fenced: Mutex::new(None),
+            applied_tx: tokio::sync::watch::Sender::new(applied),
+            durable_hook: std::sync::OnceLock::new(),
             closed: AtomicBool::new(false),
             stop: Arc::new(Stop::default()),
             threads: Mutex::new(Vec::new()),
@@ -303,33 +328,108 @@ impl Core {
         if self.closed.load(Ordering::Acquire) {
             return Err(TidalError::Closed);
         }
+        if let Some(seen) = *self.fenced.lock().unwrap_or_else(PoisonError::into_inner) {
+            let ours = self.commit.with_committer(|c| c.epoch);
+            return Err(TidalError::Fenced { ours, seen });
+        }
         let core = self.as_ref();
         let result = self.commit.submit(
             Request { records },
             &|c, group, publisher| process(core, c, group, publisher),
             &|| Err(TidalError::Closed),
         );
-        if let Ok(p) = &result
-            && core.config().durability == Durability::Sync
-        {
-            self.durable_seqno.fetch_max(p.seqno.0, Ordering::AcqRel);
-        }
         if self.snapshot_due.swap(false, Ordering::AcqRel)
             && !self.checkpoint_scheduled.swap(true, Ordering::AcqRel)
         {
             self.spawn_checkpoint();
         }
-        result
+        let position = result?;
+        if let Durability::Replicated { acks, timeout } = core.config().durability
+            && !self.wait_hwm(position.seqno, timeout)
+        {
+            return Err(TidalError::ReplicationTimeout {
+                seqno: position.seqno,
+                acks,
+                timeout_ms: duration_ms(timeout),
+            });
+        }
+        Ok(position)
+    }
+
+    /// Called (under the committer) when the log is durable up to `p`.
+    pub(crate) fn on_durable(&self, p: Position) {
+        self.durable_seqno.fetch_max(p.seqno.0, Ordering::AcqRel);
+        match self.durable_hook.get() {
+            Some(hook) => (hook.0)(p),
+            // Without followers, durable here is the high-water mark.
+            None => self.raise_hwm(p.seqno),
+        }
+    }
+
+    /// Installs the one durable hook (a leader's shipper).
+    pub(crate) fn set_durable_hook(&self, hook: Box<dyn Fn(Position) + Send + Sync>) {
+        if self.durable_hook.set(DurableHook(hook)).is_err() {
+            tracing::error!("a durable hook was installed twice; keeping the first");
+        }
+    }
+
+    /// Raises the high-water mark (it never goes back) and wakes waiters.
+    pub(crate) fn raise_hwm(&self, seqno: SeqNo) {
+        let mut hwm = self.hwm.lock().unwrap_or_else(PoisonError::into_inner);
+        if seqno > *hwm {
+            *hwm = seqno;
+            self.hwm_changed.notify_all();
+        }
+    }
+
+    /// The high-water mark.
+    pub(crate) fn hwm(&self) -> SeqNo {
+        *self.hwm.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until the HWM reaches `seqno`; false on timeout.
+    fn wait_hwm(&self, seqno: SeqNo, timeout: Duration) -> bool {
+        let hwm = self.hwm.lock().unwrap_or_else(PoisonError::into_inner);
+        let (hwm, _) = self
+            .hwm_changed
+            .wait_timeout_while(hwm, timeout, |h| *h < seqno)
+            .unwrap_or_else(PoisonError::into_inner);
+        *hwm >= seqno
+    }
+
+    /// Appends and applies a batch received from the leader, exactly as
+    /// logged there: decoded (refusing anything apply could not take),
+    /// appended, synced, applied through the function recovery uses.
+    pub(crate) fn append_replicated(&self, meta: &BatchMeta, bytes: &[u8]) -> Result<()> {
+        let config = self.config();
+        let schema = Schema {
+            signal_type_count: config.signal_types.len() as u16,
+            dimension: config.dimension as u32,
+        };
+        let mut records = Vec::with_capacity(meta.record_count as usize);
+        let payload = bytes.get(BATCH_HEADER_LEN..).unwrap_or_default();
+        decode_records(payload, meta.record_count, &schema, &mut records)
+            .map_err(|e| TidalError::corruption("replicated batch", e.offset as u64, e.reason))?;
+        // A follower applies whatever the leader's clock says and never
+        // halts on skew; its own clock only moves forward past it.
+        self.hlc.advance_to(meta.hlc);
+        self.commit.with_committer(|c| {
+            c.append_received(self, meta, bytes)?;
+            let pos = Position::new(meta.epoch, meta.last_seqno());
+            self.view.apply(
+                |state| state.apply_batch(meta, &records),
+                || {
+                    self.applied_tx.send_replace(pos);
+                },
+            );
+            self.metrics.record_batch(records.len());
+            Ok(())
+        })
     }
 
     /// Forces the log to disk.
     pub(crate) fn flush(&self) -> Result<()> {
-        let last = self.commit.with_committer(|c| {
-            c.sync(self)?;
-            Ok::<_, TidalError>(c.wal.next_seqno().0.saturating_sub(1))
-        })?;
-        self.durable_seqno.fetch_max(last, Ordering::AcqRel);
-        Ok(())
+        self.commit.with_committer(|c| c.sync(self))
     }
 
     fn start_flusher(self: &Arc<Self>, interval: Duration) {

@@ -3,9 +3,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use crate::config::{Config, NodeRole};
-use crate::error::Result;
-use crate::role::{Role, Single};
+use crate::error::{Result, TidalError};
+use crate::replication::node::{runtime, start_follower, start_leader};
+use crate::replication::protocol::epoch_at;
+use crate::replication::transport::Transport;
+use crate::role::{Follower, Leader, Role, Single, Writable};
 use crate::types::{Position, SeqNo};
 
 mod any;
@@ -62,7 +67,138 @@ impl TidalDb<Single> {
     }
 }
 
+impl TidalDb<Leader> {
+    /// Opens (or creates) the leader of a shard: it takes writes and ships
+    /// its durable log to the followers that connect over `transport`.
+    /// Must be called inside a multi-threaded Tokio runtime, whose tasks
+    /// move the bytes (`TidalError::NoRuntime` otherwise).
+    /// `config.cluster.role` must be `Leader`.
+    pub fn open_leader(config: Config, transport: Arc<dyn Transport>) -> Result<TidalDb<Leader>> {
+        let handle = runtime()?;
+        let core = Core::open(config, NodeRole::Leader)?;
+        let tasks = start_leader(&core, transport, &handle)?;
+        Ok(TidalDb {
+            core,
+            role: Leader { tasks },
+        })
+    }
+
+    /// The followers this leader ships to: sent, durable and applied
+    /// positions and lag.
+    pub fn followers(&self) -> Vec<FollowerInfo> {
+        self.role
+            .tasks
+            .followers()
+            .into_iter()
+            .map(|f| FollowerInfo {
+                node: f.node,
+                sent: f.sent,
+                durable: f.durable,
+                applied: f.applied,
+                lag_records: f.lag_records,
+                lag_ms: f.lag_ms,
+            })
+            .collect()
+    }
+}
+
+impl TidalDb<Follower> {
+    /// Opens (or creates) a read-only follower whose `SegmentReceiver`
+    /// starts at once: it connects to the leader over `transport`, says
+    /// hello with its last position, and appends, syncs and applies what it
+    /// is sent. There is no separate start call. Must be called inside a
+    /// multi-threaded Tokio runtime. `config.cluster.role` must be `Follower`.
+    pub fn open_follower(
+        config: Config,
+        transport: Arc<dyn Transport>,
+    ) -> Result<TidalDb<Follower>> {
+        let handle = runtime()?;
+        let core = Core::open(config, NodeRole::Follower)?;
+        let tasks = start_follower(&core, transport, &handle)?;
+        Ok(TidalDb {
+            core,
+            role: Follower { _tasks: tasks },
+        })
+    }
+}
+
+/// One follower as its leader sees it.
+///
+/// ```
+/// let f = tidal::FollowerInfo::default();
+/// assert_eq!(f.lag_records, 0);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FollowerInfo {
+    /// The follower's node id, once it said hello.
+    pub node: Option<crate::types::NodeId>,
+    /// The last position sent to it.
+    pub sent: Position,
+    /// The last position it acknowledged as durable.
+    pub durable: Position,
+    /// The last position it acknowledged as applied.
+    pub applied: Position,
+    /// Records between the leader's last durable one and its applied one.
+    pub lag_records: u64,
+    /// Milliseconds since the leader committed the oldest record it has
+    /// not applied (0 when caught up).
+    pub lag_ms: u64,
+}
+
 impl<R: Role> TidalDb<R> {
+    /// Waits until the record at `position` is applied on this node
+    /// (read-your-writes across nodes). Fails with `TidalError::Diverged`
+    /// if this node's history holds another epoch at that SeqNo, and with
+    /// `TidalError::WaitTimeout` after `timeout`. Never blocks a Tokio worker.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<()> {
+        let mut applied = self.core.applied_tx.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let now = *applied.borrow_and_update();
+            if now.seqno >= position.seqno {
+                let held = self.core.view.read(|s| {
+                    let h: Vec<_> = s.epochs().iter().map(|e| (e.epoch, e.start)).collect();
+                    epoch_at(&h, position.seqno)
+                });
+                return match held {
+                    Some(e) if e == position.epoch => Ok(()),
+                    Some(e) => Err(TidalError::Diverged {
+                        wanted: position,
+                        held: e,
+                    }),
+                    None => Err(TidalError::Diverged {
+                        wanted: position,
+                        held: crate::types::Epoch(0),
+                    }),
+                };
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(TidalError::Closed),
+                Err(_) => {
+                    return Err(TidalError::WaitTimeout {
+                        wanted: position,
+                        applied: now,
+                        timeout_ms: crate::config::duration_ms(timeout),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Writes a batch without blocking a Tokio worker: the commit (and
+    /// under `Durability::Replicated` the wait for acknowledgements) runs on
+    /// the blocking pool.
+    pub async fn write_async(&self, batch: WriteBatch) -> Result<Position>
+    where
+        R: Writable,
+    {
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || core.write(batch))
+            .await
+            .map_err(|_| TidalError::Closed)?
+    }
+
     /// Forces the log to disk (useful under `Durability::Periodic`).
     pub fn flush(&self) -> Result<()> {
         self.core.flush()

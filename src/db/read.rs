@@ -184,7 +184,7 @@ impl Core {
             fingerprint: self.meta.fingerprint(),
             epoch,
             applied,
-            hwm: SeqNo(self.durable_seqno.load(Ordering::Acquire)),
+            hwm: self.hwm(),
             fsync_last_us: m.fsync_last_ns.load(Ordering::Relaxed) / 1_000,
             fsync_mean_us: m.fsync_total_ns.load(Ordering::Relaxed) / fsyncs.max(1) / 1_000,
             batches: m.batches.load(Ordering::Relaxed),

@@ -37,6 +37,8 @@ pub(crate) struct Committer {
     pub(crate) poisoned: Option<String>,
     /// Log bytes appended since the last snapshot.
     pub(crate) bytes_since_snapshot: u64,
+    /// The last batch appended (durable once `sync` returns).
+    pub(crate) last_appended: Position,
     /// Reused encode buffer: the hot path allocates nothing per record.
     buf: Vec<u8>,
 }
@@ -52,6 +54,7 @@ impl Committer {
             durability,
             poisoned: None,
             bytes_since_snapshot: 0,
+            last_appended: Position::default(),
             buf: Vec::with_capacity(64 << 10),
         }
     }
@@ -74,10 +77,32 @@ impl Committer {
         match self.wal.sync() {
             Ok(()) => {
                 core.metrics.record_fsync(start.elapsed());
+                core.on_durable(self.last_appended);
                 Ok(())
             }
             Err(e) => Err(self.poison(&e)),
         }
+    }
+
+    /// Appends a batch received from the leader (its exact bytes) and syncs
+    /// it; a failure poisons.
+    pub(crate) fn append_received(
+        &mut self,
+        core: &Core,
+        meta: &BatchMeta,
+        bytes: &[u8],
+    ) -> Result<()> {
+        if let Some(cause) = &self.poisoned {
+            return Err(TidalError::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        if let Err(e) = self.wal.append(meta, bytes) {
+            return Err(self.poison(&e));
+        }
+        self.last_appended = Position::new(meta.epoch, meta.last_seqno());
+        self.epoch = meta.epoch;
+        self.sync(core)
     }
 
     /// Logs `records` as one batch, syncs it under `Durability::Sync`, and
@@ -105,13 +130,18 @@ impl Committer {
         if let Err(e) = self.wal.append(&meta, &self.buf) {
             return Err(self.poison(&e));
         }
-        if self.durability == Durability::Sync {
+        self.last_appended = Position::new(meta.epoch, meta.last_seqno());
+        if self.durability.syncs_each_batch() {
             self.sync(core)?;
         }
         self.bytes_since_snapshot += self.buf.len() as u64;
         core.view.apply(
             |state| state.apply_batch(&meta, records),
-            || acknowledge(&meta),
+            || {
+                core.applied_tx
+                    .send_replace(Position::new(meta.epoch, meta.last_seqno()));
+                acknowledge(&meta)
+            },
         );
         core.metrics.record_batch(records.len());
         Ok(meta)

@@ -15,16 +15,13 @@
 //! - [`receiver`]: hello, cuts, batch checks, acks, stale-leader refusal.
 //! - [`transport`]: the object-safe `Transport`; [`in_process`] over Tokio channels.
 
-// Dead until integrated by the db layer in the replication work; the
-// integrator removes this allow.
-#![allow(dead_code)]
-
-pub(crate) mod in_process;
-pub mod message;
-pub mod protocol;
-pub mod receiver;
-pub mod shipper;
-pub(crate) mod transport;
+pub mod in_process;
+pub(crate) mod message;
+pub(crate) mod node;
+pub(crate) mod protocol;
+pub(crate) mod receiver;
+pub(crate) mod shipper;
+pub mod transport;
 
 #[cfg(test)]
 mod sim;

@@ -133,6 +133,7 @@ impl MessageClock {
     }
 
     /// The last remote reading seen.
+    #[cfg(test)]
     pub(crate) fn remote(&self) -> Option<Hlc> {
         self.remote
     }

@@ -167,45 +167,47 @@ impl Receiver {
     }
 
     /// The last record handed to the I/O layer to log.
+    #[cfg(test)]
     pub fn last(&self) -> Position {
         self.received
     }
 
     /// The last record the I/O layer reported durable.
+    #[cfg(test)]
     pub fn durable(&self) -> Position {
         self.durable
     }
 
     /// The last record the I/O layer reported applied.
+    #[cfg(test)]
     pub fn applied(&self) -> Position {
         self.applied
     }
 
     /// The epoch history as the receiver keeps it (grows with new epochs,
     /// shrinks with cuts).
+    #[cfg(test)]
     pub fn history(&self) -> &[(Epoch, SeqNo)] {
         &self.history
     }
 
     /// The highest epoch seen; the I/O layer persists it so a restart still
     /// refuses older leaders.
+    #[cfg(test)]
     pub fn highest_epoch(&self) -> Epoch {
         self.highest_epoch
     }
 
-    /// The current leader's node, once welcomed.
-    pub fn leader_node(&self) -> Option<NodeId> {
-        self.leader_node
-    }
-
     /// The leader's last durable position and its commit time, from the
     /// last heartbeat.
+    #[cfg(test)]
     pub fn leader_last(&self) -> (Position, u64) {
         (self.leader_last, self.leader_commit_ms)
     }
 
     /// Records the leader holds that this node has not applied, as of the
     /// last heartbeat.
+    #[cfg(test)]
     pub fn lag_records(&self) -> u64 {
         self.leader_last
             .seqno
@@ -214,6 +216,7 @@ impl Receiver {
     }
 
     /// The last remote HLC seen (for skew reporting).
+    #[cfg(test)]
     pub fn last_remote_hlc(&self) -> Option<Hlc> {
         self.clock.remote()
     }
@@ -334,6 +337,9 @@ impl Receiver {
     /// `diverged/`: send them to the leader and say hello again. Outside a
     /// cut (the connection dropped meanwhile) nothing is sent; the suffix
     /// stays in `diverged/`.
+    // Driven by the simulation tests; the node layer does not cut logs or
+    // install snapshots yet (replication issue, open).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn diverged_ready(
         &mut self,
         epoch: Epoch,
@@ -357,6 +363,9 @@ impl Receiver {
 
     /// The I/O layer installed a snapshot ending at `last` with the epoch
     /// history it holds: the log now resumes after it. Says hello again.
+    // Driven by the simulation tests; the node layer does not cut logs or
+    // install snapshots yet (replication issue, open).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn snapshot_installed(
         &mut self,
         last: Position,

@@ -201,21 +201,19 @@ impl Shipper {
     }
 
     /// The high-water mark: never goes back.
+    #[cfg(test)]
     pub fn hwm(&self) -> SeqNo {
         self.hwm
     }
 
     /// The highest epoch learned of above ours, if any: writes must be refused.
+    #[cfg(test)]
     pub fn fenced(&self) -> Option<Epoch> {
         self.fenced
     }
 
-    /// The leader's last durable position as the shipper knows it.
-    pub fn durable(&self) -> Position {
-        self.durable
-    }
-
     /// The last remote HLC seen on any connection (for skew reporting).
+    #[cfg(test)]
     pub fn last_remote_hlc(&self) -> Option<Hlc> {
         self.clock.remote()
     }
@@ -229,6 +227,7 @@ impl Shipper {
 
     /// Tells the shipper the first SeqNo still in the log (after segments
     /// were retired), so a follower behind it gets a snapshot.
+    #[cfg(test)]
     pub fn set_first_retained(&mut self, seqno: SeqNo) {
         self.first_retained = seqno;
     }

@@ -3,6 +3,7 @@
 pub(crate) mod commit;
 pub mod format;
 pub mod log;
+pub(crate) mod reader;
 pub mod record;
 mod recovery;
 pub mod segment;
