@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidal::CutKind;
 use tidal::storage::Storage;
-use tidal::wal::log::CutKind;
 use tidal::{
     Config, EntityId, ManualClock, Position, RecoveryMode, SimStorage, TidalDb, TidalError,
     Timestamp, WriteBatch,

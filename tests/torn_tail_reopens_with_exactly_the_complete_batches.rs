@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidal::CutKind;
 use tidal::storage::Storage;
-use tidal::wal::log::CutKind;
 use tidal::{Config, EntityId, ManualClock, Position, SimStorage, TidalDb, Timestamp, WriteBatch};
 
 const NOW: u64 = 1_700_000_000_000;

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidal::CutKind;
 use tidal::storage::Storage;
-use tidal::wal::log::CutKind;
 use tidal::{
     Config, Durability, EntityId, ManualClock, Position, SimStorage, TidalDb, TidalError,
     Timestamp, WriteBatch,
