@@ -247,7 +247,7 @@ impl Core {
                 replicated: false,
             };
             core.commit.with_committer(|c| {
-                c.commit(&core, std::slice::from_ref(&record), |_| {})?;
+                c.commit(&core, core.hlc.now(), std::slice::from_ref(&record), |_| {})?;
                 c.sync(&core)
             })?;
         }
