@@ -370,3 +370,45 @@ fn timestamps_spanning_ten_thousand_half_lives_stay_within_the_bound() {
     }
     db.close().unwrap();
 }
+
+/// A half-life so short that `max_future_skew` spans hundreds of them: a
+/// signal as far ahead as the skew allows leaves the other scores of its
+/// type within the bound. A skew long enough that such a signal would move
+/// the landmark past every other score (rescaling them to zero) is refused
+/// by `Config`.
+#[test]
+fn a_signal_at_the_skew_limit_leaves_other_scores_intact() {
+    let config = |half_life_ms: u64| {
+        Config::builder("/db")
+            .signal_type("click", Duration::from_millis(half_life_ms))
+            .dimension(2)
+            .landmark_half_lives(2)
+            .max_future_skew(Duration::from_secs(60))
+            .storage(SimStorage::new())
+            .clock(Arc::new(ManualClock::new(NOW)))
+            .build()
+    };
+    // 60 s is 1,200 half-lives of 50 ms: refused.
+    assert!(matches!(
+        config(50),
+        Err(tidal::TidalError::InvalidConfig {
+            field: "max_future_skew",
+            ..
+        })
+    ));
+    // 60 s is 600 half-lives of 100 ms: accepted, and nothing is lost.
+    let db = TidalDb::open(config(100).unwrap()).unwrap();
+    db.signal("click", EntityId(1), 1.0, Timestamp(NOW))
+        .unwrap();
+    db.signal("click", EntityId(2), 1.0, Timestamp(NOW + 60_000))
+        .unwrap();
+    let s = db
+        .read_decay_score(EntityId(1), "click", Timestamp(NOW))
+        .unwrap();
+    assert!((s - 1.0).abs() <= 1e-9, "entity 1 scores {s}, exactly 1.0");
+    let s = db
+        .read_decay_score(EntityId(2), "click", Timestamp(NOW + 60_000))
+        .unwrap();
+    assert!((s - 1.0).abs() <= 1e-9, "entity 2 scores {s}, exactly 1.0");
+    db.close().unwrap();
+}
