@@ -235,6 +235,9 @@ pub struct Config {
     pub limits: Limits,
     /// A timestamp further than this ahead of the node's clock is refused:
     /// a far-future signal would dominate every score. Default 1 minute.
+    /// It must stay below about `768 - landmark_half_lives` half-lives of
+    /// every signal type (`validate` refuses longer), or one valid future
+    /// signal would rescale the type's other scores to zero.
     pub max_future_skew: Duration,
     /// Entries whose decayed magnitude is below this when their type's
     /// landmark moves are dropped (with their count). 0 (off) by default:
@@ -334,6 +337,32 @@ impl Config {
         }
         if self.landmark_half_lives == 0 || self.landmark_half_lives > 512 {
             return bad("landmark_half_lives", "must be 1 to 512");
+        }
+        // A timestamp may lead the landmark by `max_future_skew` plus less
+        // than one landmark period; at CATCH_UP_HALF_LIVES half-lives the
+        // signal store moves the landmark to it, which rescales every other
+        // score of the type to zero. A skew that long is refused, so valid
+        // input can never wipe the scores of a type.
+        let skew_ms = duration_ms(self.max_future_skew);
+        let catch_up = crate::state::signals::CATCH_UP_HALF_LIVES;
+        for t in &self.signal_types {
+            let half_life_ms = t.half_life_ms.max(1);
+            let lead = skew_ms / half_life_ms + u64::from(self.landmark_half_lives);
+            if lead >= catch_up {
+                return Err(TidalError::InvalidConfig {
+                    field: "max_future_skew",
+                    reason: format!(
+                        "{skew_ms} ms is {} half-lives of signal type {:?}; with \
+                         landmark_half_lives {} a timestamp may lead its landmark by \
+                         {lead} half-lives, the limit is {}: lower max_future_skew or \
+                         lengthen the half-life",
+                        skew_ms / half_life_ms,
+                        t.name,
+                        self.landmark_half_lives,
+                        catch_up - 1
+                    ),
+                });
+            }
         }
         if !self.score_floor.is_finite() || self.score_floor < 0.0 {
             return bad("score_floor", "must be a finite number >= 0");

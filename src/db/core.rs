@@ -309,7 +309,7 @@ impl Core {
                 replicated: role == NodeRole::Leader,
             };
             core.commit.with_committer(|c| {
-                c.commit(&core, std::slice::from_ref(&record), |_| {})?;
+                c.commit(&core, core.hlc.now(), std::slice::from_ref(&record), |_| {})?;
                 c.sync(&core)
             })?;
         }

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::config::Durability;
+use crate::crdt::hlc::Hlc;
 use crate::db::core::Core;
 use crate::db::validate::Overlay;
 use crate::error::{Result, TidalError};
@@ -105,11 +106,13 @@ impl Committer {
         self.sync(core)
     }
 
-    /// Logs `records` as one batch, syncs it under `Durability::Sync`, and
-    /// applies it; `acknowledge` runs once readers can see it.
+    /// Logs `records` as one batch stamped `hlc` (a fresh reading of the
+    /// node's clock), syncs it under `Durability::Sync`, and applies it;
+    /// `acknowledge` runs once readers can see it.
     pub(crate) fn commit(
         &mut self,
         core: &Core,
+        hlc: Hlc,
         records: &[Record],
         acknowledge: impl FnOnce(&BatchMeta),
     ) -> Result<BatchMeta> {
@@ -122,7 +125,7 @@ impl Committer {
             shard: self.shard,
             first_seqno: self.wal.next_seqno(),
             epoch: self.epoch,
-            hlc: core.hlc.now(),
+            hlc,
             record_count: records.len() as u32,
         };
         self.buf.clear();
@@ -167,7 +170,10 @@ pub(crate) fn process(
         return;
     }
     let config = core.prepare.config();
-    let mut overlay = Overlay::default();
+    // The batch's HLC is taken before validation, so validation sees the
+    // sessions as the batch's apply will (expired by its log time).
+    let hlc = core.hlc.now();
+    let mut overlay = Overlay::new(config, hlc.physical_ms());
     let mut records = Vec::new();
     let mut ends: Vec<(Ticket, usize)> = Vec::with_capacity(group.len());
     let mut rejected = Vec::new();
@@ -189,7 +195,7 @@ pub(crate) fn process(
         return;
     }
     let tickets: Vec<Ticket> = ends.iter().map(|(t, _)| *t).collect();
-    let result = c.commit(core, &records, |meta| {
+    let result = c.commit(core, hlc, &records, |meta| {
         publisher.publish(ends.iter().map(|(t, end)| {
             let seqno = SeqNo(meta.first_seqno.0 + *end as u64 - 1);
             (*t, Ok(Position::new(meta.epoch, seqno)))

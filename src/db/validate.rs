@@ -298,6 +298,11 @@ enum Sess {
 /// What a layer of pending writes changes, for stateful checks.
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
+    /// The log time (HLC physical ms) of the batch being built and the
+    /// session retention: closed sessions that batch expires before its
+    /// records apply are unknown to its validation too.
+    log_ms: u64,
+    retention_ms: u64,
     kinds: HashMap<EntityId, EntityKind>,
     fields: HashMap<EntityId, Fields>,
     sessions: HashMap<SessionId, Sess>,
@@ -305,6 +310,15 @@ pub(crate) struct Overlay {
 }
 
 impl Overlay {
+    /// The overlay of a batch to be logged at `log_ms`.
+    pub(crate) fn new(config: &Config, log_ms: u64) -> Overlay {
+        Overlay {
+            log_ms,
+            retention_ms: duration_ms(config.session_retention),
+            ..Overlay::default()
+        }
+    }
+
     /// Checks one request (an atomic list of records) against `state` plus
     /// this group overlay, numbering session events. On success the
     /// request's changes join the group; on failure nothing changes.
@@ -401,6 +415,11 @@ impl Overlay {
         match state.sessions.status(s) {
             SessionStatus::Unknown => Sess::Unknown,
             SessionStatus::Open { events } => Sess::Open { user, events },
+            SessionStatus::Closed
+                if state.sessions.expires_by(s, self.log_ms, self.retention_ms) =>
+            {
+                Sess::Unknown
+            }
             SessionStatus::Closed => Sess::Closed { user },
         }
     }

@@ -147,6 +147,16 @@ impl SessionStore {
         }
     }
 
+    /// Whether the session is closed and a batch at log time `log_ms` drops
+    /// it (the condition of [`SessionStore::expire`]), so validation of that
+    /// batch treats it as unknown, as the batch's apply will.
+    pub fn expires_by(&self, session: SessionId, log_ms: u64, retention_ms: u64) -> bool {
+        self.sessions
+            .get(&session)
+            .and_then(|s| s.closed)
+            .is_some_and(|(_, closed_ms)| closed_ms.saturating_add(retention_ms) < log_ms)
+    }
+
     /// The session's user, so a router can place the session's records.
     pub fn user_of(&self, session: SessionId) -> Option<UserId> {
         self.sessions.get(&session).map(|s| s.user)

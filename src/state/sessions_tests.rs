@@ -136,6 +136,15 @@ fn expiry_counts_from_the_close_log_time() {
     s.open(SessionId(3), U, Timestamp(1));
     s.close(S1, Timestamp(999_999), 1_000); // the caller's time does not count
     s.close(S2, Timestamp(0), 1_200);
+    // `expires_by` predicts exactly what `expire` at that log time drops,
+    // so validation of a batch agrees with the batch's apply.
+    assert!(!s.expires_by(S1, 1_500, 500));
+    assert!(s.expires_by(S1, 1_501, 500));
+    assert!(
+        !s.expires_by(SessionId(3), u64::MAX, 0),
+        "open sessions never expire"
+    );
+    assert!(!s.expires_by(SessionId(4), u64::MAX, 0), "unknown sessions");
     s.expire(1_500, 500);
     assert_eq!(s.len(), 3);
     s.expire(1_501, 500);
