@@ -1,0 +1,63 @@
+#[path = "../benches/common/mod.rs"]
+mod common;
+use std::time::{Duration, Instant};
+use tidal::{Durability, TidalDb, Timestamp};
+fn main() {
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    let n: usize = std::env::args().nth(2).map_or(500, |s| s.parse().unwrap());
+    let durability = if mode == "periodic" {
+        Durability::Periodic(Duration::from_millis(100))
+    } else {
+        Durability::Sync
+    };
+    let dir = common::tempdir();
+    let t = Instant::now();
+    let db = TidalDb::open(common::config(dir.path(), durability, 8)).unwrap();
+    println!(
+        "open (creates + zero-fills first segment): {:?}",
+        t.elapsed()
+    );
+    let pool = common::ids(common::Dist::Uniform, 1 << 20, 11);
+    let at = Timestamp::now();
+    let batches: Vec<_> = (0..n)
+        .map(|i| {
+            let s = (i * 1000) % (pool.len() - 1000);
+            common::batch(&pool[s..s + 1000], at)
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let t = Instant::now();
+    for b in batches {
+        let s = Instant::now();
+        db.write(b).unwrap();
+        lat.push(s.elapsed());
+    }
+    let el = t.elapsed();
+    let (worst_i, worst) = lat
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, d)| **d)
+        .map(|(i, d)| (i, *d))
+        .unwrap();
+    let mut slow: Vec<(usize, Duration)> = lat
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, d)| *d > Duration::from_millis(50))
+        .collect();
+    slow.truncate(10);
+    println!("worst write: batch {worst_i} took {worst:?}; writes over 50 ms: {slow:?}");
+    lat.sort();
+    let st = db.status();
+    println!(
+        "{mode}: {n} batches in {:?}: {:.0} signals/s; p50 {:?} p99 {:?} max {:?}; fsync mean {} us last {} us, fsyncs/batches {}",
+        el,
+        (n * 1000) as f64 / el.as_secs_f64(),
+        lat[n / 2],
+        lat[n * 99 / 100],
+        lat[n - 1],
+        st.fsync_mean_us,
+        st.fsync_last_us,
+        st.batches
+    );
+}
