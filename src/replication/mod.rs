@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub(crate) mod in_process;
+pub(crate) mod tcp;
 pub(crate) mod transport;
