@@ -37,6 +37,11 @@ mod tests;
 /// handshake; 16 bytes of randomness put that out of reach.
 pub const MIN_SECRET_BYTES: usize = 16;
 
+/// Longest duration accepted in [`TcpOptions`]: deadlines are computed as
+/// `now + duration`, and a year is "forever" for a retry loop while keeping
+/// that sum far from overflow (which would panic).
+const MAX_OPTION_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Limits and timings of a [`TcpTransport`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpOptions {
@@ -106,6 +111,17 @@ impl TcpOptions {
                 "backoff_initial",
                 "must be above zero and at most backoff_max",
             );
+        }
+        let durations = [
+            ("io_timeout", Some(self.io_timeout)),
+            ("idle_timeout", self.idle_timeout),
+            ("backoff_max", Some(self.backoff_max)),
+            ("connect_deadline", Some(self.connect_deadline)),
+        ];
+        for (field, value) in durations {
+            if value.is_some_and(|d| d > MAX_OPTION_DURATION) {
+                return bad(field, "must be at most 365 days");
+            }
         }
         if self.max_pending_handshakes == 0 {
             return bad("max_pending_handshakes", "must be at least 1");

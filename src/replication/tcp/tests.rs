@@ -169,6 +169,31 @@ async fn a_follower_refuses_a_leader_without_the_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_leader_refuses_a_follower_without_the_secret() {
+    let (mut listener, addr) = leader_listening(SECRET, opts()).await;
+    // A raw impostor follower that accepts any leader and makes up a proof.
+    let fake = async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut hello = [3u8; MAGIC.len() + NONCE_BYTES];
+        hello[..MAGIC.len()].copy_from_slice(&MAGIC);
+        s.write_all(&hello).await.unwrap();
+        let mut challenge = [0u8; MAGIC.len() + NONCE_BYTES + MAC_BYTES];
+        s.read_exact(&mut challenge).await.unwrap();
+        s.write_all(&[1u8; 1 + MAC_BYTES]).await.unwrap();
+        let mut verdict = [9u8; 1];
+        s.read_exact(&mut verdict).await.unwrap();
+        verdict[0]
+    };
+    let (verdict, accepted) = tokio::join!(fake, listener.accept());
+    let err = accepted.unwrap_err();
+    assert!(
+        matches!(&err, TidalError::AuthFailed { reason, .. } if reason.contains("did not prove")),
+        "{err}"
+    );
+    assert_eq!(verdict, 0, "the impostor must be told it was refused");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_stranger_is_refused_and_the_listener_keeps_serving() {
     let (mut listener, addr) = leader_listening(SECRET, opts()).await;
     let mut stranger = TcpStream::connect(addr).await.unwrap();
