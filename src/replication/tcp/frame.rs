@@ -244,7 +244,15 @@ impl TcpFrameReceiver {
                 limit_bytes: self.max_frame_bytes,
             });
         }
-        let total = HEADER_BYTES + len + TAG_BYTES;
+        // Checked because `usize` may be 32 bits wide; a length that
+        // overflows it is over any cap.
+        let Some(total) = len.checked_add(HEADER_BYTES + TAG_BYTES) else {
+            return Err(TidalError::FrameTooLarge {
+                peer: self.peer.clone(),
+                len: len as u64,
+                limit_bytes: self.max_frame_bytes,
+            });
+        };
         // Only now, with the length under the cap, is room made for it.
         self.buf.reserve(total.saturating_sub(self.buf.len()));
         while self.buf.len() < total {
