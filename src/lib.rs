@@ -121,6 +121,7 @@ pub use db::{AnyDb, FollowerInfo, SessionEvent, Status, TidalDb, WriteBatch};
 pub use error::{Result, TidalError};
 pub use query::{Filter, Retrieve, Scored, Search};
 pub use replication::in_process::InProcessTransport;
+pub use replication::tcp::{TcpOptions, TcpTransport};
 pub use replication::transport::{Connection, FrameReceiver, FrameSender, Listener, Transport};
 pub use role::{Follower, Leader, Role, Single, Writable};
 pub use shard::ShardRouter;

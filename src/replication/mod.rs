@@ -13,7 +13,9 @@
 //!   point, epoch lookup) and the message clock.
 //! - [`shipper`]: handshakes, streaming requests, heartbeats, HWM, fencing.
 //! - [`receiver`]: hello, cuts, batch checks, acks, stale-leader refusal.
-//! - [`transport`]: the object-safe `Transport`; [`in_process`] over Tokio channels.
+//! - [`transport`]: the object-safe `Transport`; [`in_process`] over Tokio
+//!   channels, [`tcp`] over TCP with mutual HMAC-SHA256 authentication and
+//!   per-frame MACs.
 
 pub mod in_process;
 pub(crate) mod message;
@@ -21,6 +23,7 @@ pub(crate) mod node;
 pub(crate) mod protocol;
 pub(crate) mod receiver;
 pub(crate) mod shipper;
+pub mod tcp;
 pub mod transport;
 
 #[cfg(test)]
