@@ -89,11 +89,11 @@ fn run(fault: Fault, crash: bool) {
     // The write in flight when the fault strikes fails.
     let failed = match fault {
         Fault::SyncData => {
-            sim.fail_next(FaultKind::SyncData, "/wal/");
+            sim.fail_next(FaultKind::SyncData, ".seg");
             db.signal("like", IN_FLIGHT, 1.0, at)
         }
         Fault::Write => {
-            sim.fail_next(FaultKind::Write, "/wal/");
+            sim.fail_next(FaultKind::Write, ".seg");
             db.signal("like", IN_FLIGHT, 1.0, at)
         }
         Fault::DiskFull => {
