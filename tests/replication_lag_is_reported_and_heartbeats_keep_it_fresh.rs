@@ -183,6 +183,37 @@ async fn lag_grows_while_paused_and_heartbeats_keep_an_idle_follower_connected()
     assert_eq!((f.sent, f.durable, f.applied), (last, last, last), "{f:?}");
     assert_eq!((f.lag_records, f.lag_ms), (0, 0), "{f:?}");
 
+    // Streaming: writes back to back leave the leader no idle moment to send
+    // a heartbeat, so what it learns of the follower during the stream comes
+    // from the follower's acknowledgements of the batches themselves.
+    let mut mid = None;
+    let mut seen_during_stream = None;
+    for b in 1_000..1_200u64 {
+        write_batches(&leader, b, 1, now).await;
+        if b == 1_099 {
+            mid = Some(leader.last_position());
+        }
+        if let (Some(mid), None) = (mid, seen_during_stream) {
+            let applied = leader.followers()[0].applied;
+            if applied >= mid {
+                seen_during_stream = Some((b, applied));
+            }
+        }
+    }
+    let mid = mid.unwrap();
+    assert!(
+        seen_during_stream.is_some(),
+        "while writes streamed the leader never learned the follower applied {mid:?}: {:?} (leader at {:?})",
+        leader.followers(),
+        leader.last_position()
+    );
+    let last = leader.last_position();
+    follower
+        .wait_for(last, Duration::from_secs(10))
+        .await
+        .unwrap();
+    caught_up(&leader).await;
+
     // Paused: the leader writes on, the follower applies nothing, and the
     // lag the leader reports grows with the records and the time.
     transport.paused.send_replace(true);
