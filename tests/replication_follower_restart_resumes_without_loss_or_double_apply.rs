@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tidal::{
@@ -16,7 +17,10 @@ use tidal::{
 };
 
 const ENTITIES: u64 = 2_000;
-const BATCHES: u64 = 600;
+/// Batches written after the last restart.
+const AFTER: u64 = 200;
+/// A bound on the batches written, so a stuck follower fails the test.
+const MAX_BATCHES: u64 = 50_000;
 const PER_BATCH: u64 = 100;
 const RESTARTS: usize = 3;
 
@@ -75,10 +79,20 @@ async fn a_killed_follower_resumes_with_no_lost_and_no_doubly_applied_record() {
 
     // The writer streams batches of weight-1 signals from its own task while
     // the follower is killed and reopened.
+    // It writes until the restarts are over, then `AFTER` batches more, so
+    // every kill happens while it writes; it returns how many it wrote.
+    let restarts_done = Arc::new(AtomicBool::new(false));
     let writer = {
         let leader = leader.clone();
+        let restarts_done = restarts_done.clone();
         tokio::spawn(async move {
-            for b in 0..BATCHES {
+            let mut after = 0;
+            let mut b = 0;
+            while after < AFTER {
+                if restarts_done.load(Ordering::Acquire) {
+                    after += 1;
+                }
+                assert!(b < MAX_BATCHES, "the restarts never finished");
                 let mut batch = WriteBatch::new();
                 for i in 0..PER_BATCH {
                     batch = batch.signal("like", entity(b, i), 1.0, now);
@@ -87,16 +101,11 @@ async fn a_killed_follower_resumes_with_no_lost_and_no_doubly_applied_record() {
                 if b % 8 == 0 {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
+                b += 1;
             }
+            b
         })
     };
-    let mut expected: BTreeMap<u64, i64> = BTreeMap::new();
-    for b in 0..BATCHES {
-        for i in 0..PER_BATCH {
-            *expected.entry(entity(b, i).0).or_default() += 1;
-        }
-    }
-
     let mut killed_at = Vec::new();
     for r in 0..RESTARTS {
         // Let the follower get some way into the stream, then kill it.
@@ -111,6 +120,10 @@ async fn a_killed_follower_resumes_with_no_lost_and_no_doubly_applied_record() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let at = follower.last_position();
+        assert!(
+            !writer.is_finished(),
+            "restart {r}: the leader must still be writing"
+        );
         killed_at.push(at);
         drop(follower);
         // The leader writes on while the follower is gone.
@@ -122,7 +135,14 @@ async fn a_killed_follower_resumes_with_no_lost_and_no_doubly_applied_record() {
         // being appended when it was killed may have been logged).
         assert!(follower.last_position() >= at, "{killed_at:?}");
     }
-    writer.await.unwrap();
+    restarts_done.store(true, Ordering::Release);
+    let batches = writer.await.unwrap();
+    let mut expected: BTreeMap<u64, i64> = BTreeMap::new();
+    for b in 0..batches {
+        for i in 0..PER_BATCH {
+            *expected.entry(entity(b, i).0).or_default() += 1;
+        }
+    }
     let last = leader.last_position();
     // Every kill happened mid-stream: the leader had more to send.
     for at in &killed_at {
