@@ -6,7 +6,7 @@
 //! Tasks hold a `Weak` reference to the database core, so dropping the
 //! database releases its files at once; [`ReplicationTasks`] aborts them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -393,10 +393,13 @@ pub(crate) fn start_follower(
                 Ok(conn) => {
                     let (mut sender, mut frames) = conn.split();
                     let now = now_of(&weak);
-                    let mut pending = receiver.on_connect(now);
+                    let mut pending: VecDeque<ReceiverOutput> = receiver.on_connect(now).into();
                     let mut healthy = true;
                     while healthy {
-                        for out in std::mem::take(&mut pending) {
+                        // Carried out in order, including what each output
+                        // leads to (the acks after an append), before the
+                        // next frame is read.
+                        while let Some(out) = pending.pop_front() {
                             match follow(&weak, &mut receiver, sender.as_mut(), out).await {
                                 Ok(more) => pending.extend(more),
                                 Err(e) => {
@@ -413,7 +416,7 @@ pub(crate) fn start_follower(
                             Ok(Ok(Some(frame))) => match Message::decode(&frame) {
                                 Ok(msg) => {
                                     backoff_ms = 10;
-                                    pending = receiver.on_message(msg, now_of(&weak));
+                                    pending.extend(receiver.on_message(msg, now_of(&weak)));
                                 }
                                 Err(e) => {
                                     tracing::warn!(error = %e, "undecodable message from the leader");
@@ -421,7 +424,7 @@ pub(crate) fn start_follower(
                                 }
                             },
                             Ok(Ok(None)) | Ok(Err(_)) => healthy = false,
-                            Err(_) => pending = receiver.on_tick(now_of(&weak)),
+                            Err(_) => pending.extend(receiver.on_tick(now_of(&weak))),
                         }
                     }
                     receiver.on_disconnect();
