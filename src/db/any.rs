@@ -288,6 +288,8 @@ mod tests {
             core,
             role: Follower {
                 _tasks: Default::default(),
+                transport: None,
+                handed_over: false,
             },
         })
     }
