@@ -92,3 +92,47 @@ async fn two_tcp_followers_reach_the_leader_and_a_wrong_secret_gets_nothing() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tcp_follower_promoted_on_a_listener_serves_a_new_follower() {
+    let (ld, fd, gd) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let old = TcpTransport::bind("127.0.0.1:0", SECRET, TcpOptions::default()).unwrap();
+    let old_addr = old.local_addr().unwrap().to_string();
+    let leader = TidalDb::open_leader(config(ld.path(), 1, NodeRole::Leader), old).unwrap();
+    let follower = TidalDb::open_follower(
+        config(fd.path(), 2, NodeRole::Follower),
+        TcpTransport::connector(old_addr, SECRET, TcpOptions::default()).unwrap(),
+    )
+    .unwrap();
+    let now = Timestamp::now();
+    let mut batch = WriteBatch::new();
+    for e in 0..100u64 {
+        batch = batch.signal("like", EntityId(e), 1.0, now);
+    }
+    let last = leader.write_async(batch).await.unwrap();
+    follower
+        .wait_for(last, Duration::from_secs(30))
+        .await
+        .unwrap();
+    drop(leader);
+
+    let listener = TcpTransport::bind("127.0.0.1:0", SECRET, TcpOptions::default()).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let promoted = follower.promote_on(tidal::Epoch(2), listener).unwrap();
+    let end = promoted
+        .signal("like", EntityId(5), 1.0, Timestamp::now())
+        .unwrap();
+    assert_eq!(end.epoch, tidal::Epoch(2));
+    let second = TidalDb::open_follower(
+        config(gd.path(), 3, NodeRole::Follower),
+        TcpTransport::connector(addr, SECRET, TcpOptions::default()).unwrap(),
+    )
+    .unwrap();
+    second.wait_for(end, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(second.last_position(), promoted.last_position());
+    assert_eq!(second.read_count(EntityId(5), "like").unwrap(), 2);
+}

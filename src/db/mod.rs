@@ -138,16 +138,27 @@ impl TidalDb<Follower> {
     /// reopened with `open_follower`. Must be called inside a
     /// multi-threaded Tokio runtime.
     ///
-    /// The transport must be able to listen: an `InProcessTransport`
-    /// does; a TCP follower's `TcpTransport::connector` does not (its
-    /// shipper logs the refusal), so reopen such a node with
-    /// `open_leader` and a listener instead.
+    /// The shipper runs on the follower's own transport, which must be
+    /// able to listen: an `InProcessTransport` can; a TCP follower's
+    /// `TcpTransport::connector` cannot, so promote it with
+    /// [`promote_on`](TidalDb::promote_on) and a listener.
     pub fn promote(mut self, epoch: Epoch) -> Result<TidalDb<Leader>> {
+        let transport = self.role.transport.take().ok_or(TidalError::Closed)?;
+        self.promote_on(epoch, transport)
+    }
+
+    /// [`promote`](TidalDb::promote), with the shipper on `transport`
+    /// (e.g. a `TcpTransport::listener` where the follower had a
+    /// `connector`).
+    pub fn promote_on(
+        mut self,
+        epoch: Epoch,
+        transport: Arc<dyn Transport>,
+    ) -> Result<TidalDb<Leader>> {
         let handle = runtime()?;
         self.core.promote(epoch)?;
         // Stop the receiver at once; the core now belongs to the leader.
         drop(std::mem::take(&mut self.role._tasks));
-        let transport = self.role.transport.take().ok_or(TidalError::Closed)?;
         let core = Arc::clone(&self.core);
         self.role.handed_over = true;
         drop(self);
