@@ -225,6 +225,17 @@ pub enum TidalError {
     /// A write on a follower opened through `AnyDb`.
     #[error("this node is a follower and read-only; send writes to the shard's leader")]
     ReadOnly,
+    /// `promote` was handed an epoch not above every epoch this node has
+    /// seen: the coordinator must hand out a fresh, higher one.
+    #[error(
+        "stale epoch: promote needs an epoch above {highest}, the highest this node has seen; got {given}"
+    )]
+    StaleEpoch {
+        /// The epoch handed to `promote`.
+        given: Epoch,
+        /// The highest epoch in this node's history.
+        highest: Epoch,
+    },
     /// A leader that learned of a higher epoch.
     #[error("fenced: epoch {seen} is above this leader's epoch {ours}")]
     Fenced {

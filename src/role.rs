@@ -10,7 +10,18 @@ use crate::config::NodeRole;
 use crate::db::{AnyDb, TidalDb};
 
 mod sealed {
-    pub trait Sealed {}
+    pub trait Sealed {
+        /// True once the role's core was handed to another `TidalDb`
+        /// (a promoted follower): its drop must then not close the core.
+        fn handed_over(&self) -> bool {
+            false
+        }
+    }
+}
+
+/// Whether `role` handed its core over to another `TidalDb` (see `promote`).
+pub(crate) fn handed_over<R: Role>(role: &R) -> bool {
+    sealed::Sealed::handed_over(role)
 }
 
 /// A node's role. Sealed: implemented only by [`Single`], [`Leader`] and
@@ -75,15 +86,31 @@ pub struct Leader {
 ///     db.read_decay_score(EntityId(1), "like", Timestamp::now()).unwrap_or(0.0)
 /// }
 /// ```
-#[derive(Debug)]
 pub struct Follower {
     /// Held for its `Drop`, which stops the receiver.
     pub(crate) _tasks: crate::replication::node::ReplicationTasks,
+    /// The transport the receiver runs on; `promote` starts the shipper on it.
+    pub(crate) transport: Option<std::sync::Arc<dyn crate::replication::transport::Transport>>,
+    /// Set by `promote` once the core belongs to the new leader.
+    pub(crate) handed_over: bool,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower")
+            .field("tasks", &self._tasks)
+            .field("handed_over", &self.handed_over)
+            .finish_non_exhaustive()
+    }
 }
 
 impl sealed::Sealed for Single {}
 impl sealed::Sealed for Leader {}
-impl sealed::Sealed for Follower {}
+impl sealed::Sealed for Follower {
+    fn handed_over(&self) -> bool {
+        self.handed_over
+    }
+}
 
 impl Role for Single {
     const NODE_ROLE: NodeRole = NodeRole::Single;

@@ -7,11 +7,12 @@
 
 use std::sync::Arc;
 
-use crate::config::NodeRole;
+use crate::config::{Config, NodeRole};
 use crate::db::core::Core;
 use crate::db::{SessionEvent, Status, TidalDb, WriteBatch};
 use crate::error::{Result, TidalError};
 use crate::query::{Retrieve, Scored, Search};
+use crate::replication::transport::Transport;
 use crate::role::{Follower, Leader, Single};
 use crate::state::entities::{Creator, Item};
 use crate::state::sessions::SessionInfo;
@@ -60,6 +61,47 @@ impl From<TidalDb<Follower>> for AnyDb {
 }
 
 impl AnyDb {
+    /// Opens a node in the role `config.cluster.role` names: `Single`
+    /// through [`TidalDb::open`] (no transport, no runtime needed),
+    /// `Leader` and `Follower` through [`TidalDb::open_leader`] and
+    /// [`TidalDb::open_follower`] on `transport`, which they need (else
+    /// `TidalError::InvalidConfig` naming `transport`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tidal::{AnyDb, Config, NodeRole};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = Config::builder(dir.path())
+    ///     .signal_type("like", Duration::from_secs(60))
+    ///     .build()
+    ///     .unwrap();
+    /// let db = AnyDb::open(config, None).unwrap();
+    /// assert_eq!(db.role(), NodeRole::Single);
+    /// db.close().unwrap();
+    /// ```
+    pub fn open(config: Config, transport: Option<Arc<dyn Transport>>) -> Result<AnyDb> {
+        let role = config.cluster.role;
+        let needs = |transport: Option<Arc<dyn Transport>>| {
+            transport.ok_or_else(|| TidalError::InvalidConfig {
+                field: "transport",
+                reason: format!(
+                    "config.cluster.role is {role:?}, which replicates: pass Some(transport)"
+                ),
+            })
+        };
+        match role {
+            NodeRole::Single => Ok(AnyDb::Single(TidalDb::open(config)?)),
+            NodeRole::Leader => Ok(AnyDb::Leader(TidalDb::open_leader(
+                config,
+                needs(transport)?,
+            )?)),
+            NodeRole::Follower => Ok(AnyDb::Follower(TidalDb::open_follower(
+                config,
+                needs(transport)?,
+            )?)),
+        }
+    }
+
     /// The role of this node.
     pub fn role(&self) -> NodeRole {
         match self {
@@ -269,7 +311,6 @@ impl AnyDb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::storage::SimStorage;
     use std::time::Duration;
 
@@ -288,6 +329,8 @@ mod tests {
             core,
             role: Follower {
                 _tasks: Default::default(),
+                transport: None,
+                handed_over: false,
             },
         })
     }

@@ -112,6 +112,9 @@ pub(crate) struct Core {
     hwm_changed: Condvar,
     /// A higher epoch seen by a leader: writes are refused from then on.
     pub(crate) fenced: Mutex<Option<Epoch>>,
+    /// Batches from a leader are accepted (cleared by `promote`, under the
+    /// committer, so no received batch lands after the new `EpochStart`).
+    receiving: AtomicBool,
     /// The last applied position, for `wait_for`.
     pub(crate) applied_tx: tokio::sync::watch::Sender<Position>,
     /// Told of every newly durable position (a leader's shipper).
@@ -289,6 +292,7 @@ impl Core {
             hwm: Mutex::new(SeqNo(next.0.saturating_sub(1))),
             hwm_changed: Condvar::new(),
             fenced: Mutex::new(None),
+            receiving: AtomicBool::new(true),
             applied_tx: tokio::sync::watch::Sender::new(applied),
             durable_hook: std::sync::OnceLock::new(),
             closed: AtomicBool::new(false),
@@ -414,6 +418,9 @@ impl Core {
         // halts on skew; its own clock only moves forward past it.
         self.hlc.advance_to(meta.hlc);
         self.commit.with_committer(|c| {
+            if !self.receiving.load(Ordering::Acquire) {
+                return Err(TidalError::Closed);
+            }
             c.append_received(self, meta, bytes)?;
             let pos = Position::new(meta.epoch, meta.last_seqno());
             self.view.apply(
@@ -423,6 +430,47 @@ impl Core {
                 },
             );
             self.metrics.record_batch(records.len());
+            Ok(())
+        })
+    }
+
+    /// Turns this follower's core into a leader's at `epoch`, which must be
+    /// above every epoch of its history: stops taking received batches,
+    /// moves the clock above the log's highest HLC, logs and syncs the
+    /// `EpochStart` of `epoch` led by this node (the persisted role), and
+    /// sets the committer's epoch. All of it under the committer, so no
+    /// received batch lands in between. On error nothing was logged.
+    pub(crate) fn promote(&self, epoch: Epoch) -> Result<()> {
+        self.commit.with_committer(|c| {
+            let logged = self
+                .view
+                .read(|s| s.epochs().iter().map(|e| e.epoch).max())
+                .unwrap_or(Epoch(0));
+            let highest = logged.max(c.epoch);
+            if epoch <= highest {
+                return Err(TidalError::StaleEpoch {
+                    given: epoch,
+                    highest,
+                });
+            }
+            self.receiving.store(false, Ordering::Release);
+            self.hlc.advance_to(self.view.read(|s| s.last_hlc()));
+            let previous = c.epoch;
+            c.epoch = epoch;
+            let record = Record::EpochStart {
+                epoch,
+                leader_node: self.config().node_id,
+                hlc: self.hlc.now(),
+                replicated: true,
+            };
+            let logged = c
+                .commit(self, self.hlc.now(), std::slice::from_ref(&record), |_| {})
+                .and_then(|_| c.sync(self));
+            if let Err(e) = logged {
+                c.epoch = previous;
+                return Err(e);
+            }
+            tracing::info!(%epoch, node = %self.config().node_id, "promoted to leader");
             Ok(())
         })
     }

@@ -11,7 +11,7 @@ use crate::replication::node::{runtime, start_follower, start_leader};
 use crate::replication::protocol::epoch_at;
 use crate::replication::transport::Transport;
 use crate::role::{Follower, Leader, Role, Single, Writable};
-use crate::types::{Position, SeqNo};
+use crate::types::{Epoch, Position, SeqNo};
 
 mod any;
 pub(crate) mod batch;
@@ -114,10 +114,66 @@ impl TidalDb<Follower> {
     ) -> Result<TidalDb<Follower>> {
         let handle = runtime()?;
         let core = Core::open(config, NodeRole::Follower)?;
-        let tasks = start_follower(&core, transport, &handle)?;
+        let tasks = start_follower(&core, transport.clone(), &handle)?;
         Ok(TidalDb {
             core,
-            role: Follower { _tasks: tasks },
+            role: Follower {
+                _tasks: tasks,
+                transport: Some(transport),
+                handed_over: false,
+            },
+        })
+    }
+
+    /// Turns this follower into the shard's leader at `epoch`, handed in by
+    /// the external coordinator. `epoch` must be above every epoch in this
+    /// node's history, else `TidalError::StaleEpoch`.
+    ///
+    /// The receiver stops; an `EpochStart` of `epoch` led by this node is
+    /// logged and synced (that is the persisted role: the node reopens with
+    /// `open_leader`); the clock starts above the highest HLC in the log;
+    /// a shipper starts on the follower's transport, and writes are
+    /// accepted. Consumes the follower: it cannot be used afterwards. On
+    /// error the follower is closed (nothing was logged) and may be
+    /// reopened with `open_follower`. Must be called inside a
+    /// multi-threaded Tokio runtime.
+    ///
+    /// The shipper runs on the follower's own transport, which must be
+    /// able to listen: an `InProcessTransport` can; a TCP follower's
+    /// `TcpTransport::connector` cannot, so promote it with
+    /// [`promote_on`](TidalDb::promote_on) and a listener.
+    pub fn promote(mut self, epoch: Epoch) -> Result<TidalDb<Leader>> {
+        let transport = self.role.transport.take().ok_or(TidalError::Closed)?;
+        self.promote_on(epoch, transport)
+    }
+
+    /// [`promote`](TidalDb::promote), with the shipper on `transport`
+    /// (e.g. a `TcpTransport::listener` where the follower had a
+    /// `connector`).
+    pub fn promote_on(
+        mut self,
+        epoch: Epoch,
+        transport: Arc<dyn Transport>,
+    ) -> Result<TidalDb<Leader>> {
+        let handle = runtime()?;
+        self.core.promote(epoch)?;
+        // Stop the receiver at once; the core now belongs to the leader.
+        drop(std::mem::take(&mut self.role._tasks));
+        let core = Arc::clone(&self.core);
+        self.role.handed_over = true;
+        drop(self);
+        let tasks = match start_leader(&core, transport, &handle) {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                if let Err(closing) = core.shutdown() {
+                    tracing::error!(error = %closing, "closing after a failed promotion failed");
+                }
+                return Err(e);
+            }
+        };
+        Ok(TidalDb {
+            core,
+            role: Leader { tasks },
         })
     }
 }
@@ -230,6 +286,9 @@ impl<R: Role> TidalDb<R> {
 
 impl<R: Role> Drop for TidalDb<R> {
     fn drop(&mut self) {
+        if crate::role::handed_over(&self.role) {
+            return;
+        }
         if let Err(e) = self.core.shutdown() {
             tracing::error!(error = %e, "closing the database on drop failed");
         }

@@ -133,8 +133,14 @@ impl TcpOptions {
 /// Which side a [`TcpTransport`] was built for, with the address it uses.
 #[derive(Clone, Debug)]
 enum Side {
-    Leader { listen_addr: String },
-    Follower { leader_addr: String },
+    Leader {
+        listen_addr: String,
+        /// The socket bound by [`TcpTransport::bind`], shared by each listen.
+        bound: Option<Arc<std::net::TcpListener>>,
+    },
+    Follower {
+        leader_addr: String,
+    },
 }
 
 /// Replication over TCP with mutual authentication and per-frame MACs.
@@ -179,10 +185,60 @@ impl TcpTransport {
         Self::build(
             Side::Leader {
                 listen_addr: addr.into(),
+                bound: None,
             },
             secret.as_ref(),
             options,
         )
+    }
+
+    /// A leader's transport whose socket is bound now, on `addr`
+    /// (`host:port`; port 0 picks a free port): [`local_addr`] then tells
+    /// followers where to connect, before the leader even opens. The port
+    /// stays bound while the transport lives.
+    ///
+    /// Fails with [`TidalError::InvalidConfig`] for a short secret or
+    /// inconsistent options, and [`TidalError::Transport`] if the address
+    /// cannot be bound.
+    ///
+    /// [`local_addr`]: TcpTransport::local_addr
+    ///
+    /// ```
+    /// use tidal::{TcpOptions, TcpTransport};
+    /// let t = TcpTransport::bind("127.0.0.1:0", [7u8; 32], TcpOptions::default()).unwrap();
+    /// assert_ne!(t.local_addr().unwrap().port(), 0);
+    /// ```
+    pub fn bind(
+        addr: impl Into<String>,
+        secret: impl AsRef<[u8]>,
+        options: TcpOptions,
+    ) -> Result<Arc<TcpTransport>> {
+        let addr = addr.into();
+        let socket = std::net::TcpListener::bind(&addr)
+            .map_err(|e| transport_err(&addr, format!("bind: {e}")))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| transport_err(&addr, format!("set non-blocking: {e}")))?;
+        Self::build(
+            Side::Leader {
+                listen_addr: addr,
+                bound: Some(Arc::new(socket)),
+            },
+            secret.as_ref(),
+            options,
+        )
+    }
+
+    /// The address a transport made by [`bind`](TcpTransport::bind) is
+    /// bound to; `None` for other transports.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.side {
+            Side::Leader {
+                bound: Some(socket),
+                ..
+            } => socket.local_addr().ok(),
+            _ => None,
+        }
     }
 
     /// A follower's transport, connecting to its leader at `leader_addr`.
@@ -221,10 +277,20 @@ impl TcpTransport {
         }))
     }
 
-    async fn listen_inner(&self, listen_addr: &str) -> Result<Box<dyn Listener>> {
-        let socket = tokio::net::TcpListener::bind(listen_addr)
-            .await
-            .map_err(|e| transport_err(listen_addr, format!("bind: {e}")))?;
+    async fn listen_inner(
+        &self,
+        listen_addr: &str,
+        bound: Option<&std::net::TcpListener>,
+    ) -> Result<Box<dyn Listener>> {
+        let socket = match bound {
+            Some(bound) => bound
+                .try_clone()
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(|e| transport_err(listen_addr, format!("listen on bound socket: {e}")))?,
+            None => tokio::net::TcpListener::bind(listen_addr)
+                .await
+                .map_err(|e| transport_err(listen_addr, format!("bind: {e}")))?,
+        };
         let local = socket
             .local_addr()
             .map_err(|e| transport_err(listen_addr, format!("local address: {e}")))?;
@@ -302,7 +368,9 @@ impl Transport for TcpTransport {
     fn listen(&self) -> BoxFuture<'_, Result<Box<dyn Listener>>> {
         Box::pin(async move {
             match &self.side {
-                Side::Leader { listen_addr } => self.listen_inner(listen_addr).await,
+                Side::Leader { listen_addr, bound } => {
+                    self.listen_inner(listen_addr, bound.as_deref()).await
+                }
                 Side::Follower { leader_addr } => Err(transport_err(
                     leader_addr,
                     "this TcpTransport was built with connector() for a follower; \
@@ -316,7 +384,7 @@ impl Transport for TcpTransport {
         Box::pin(async move {
             match &self.side {
                 Side::Follower { leader_addr } => self.connect_inner(leader_addr).await,
-                Side::Leader { listen_addr } => Err(transport_err(
+                Side::Leader { listen_addr, .. } => Err(transport_err(
                     listen_addr,
                     "this TcpTransport was built with listener() for a leader; \
                      a follower needs TcpTransport::connector",
