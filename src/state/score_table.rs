@@ -543,11 +543,16 @@ impl<'a> OrderIter<'a> {
         true
     }
 
-    /// Sorts the next chunk of the loaded bucket: the smallest `take` of the
-    /// rest are selected, then sorted; `take` doubles each time.
+    /// Sorts the next chunk of the loaded bucket: first only the best
+    /// [`FIRST_CHUNK`] (a top-k read rarely needs more of a bucket), then,
+    /// when the reader goes on (a deep walk), the whole rest at once.
     fn sort_chunk(&mut self) {
         let cmp = self.order_fn();
-        let take = self.pos.max(FIRST_CHUNK);
+        let take = if self.pos == 0 {
+            FIRST_CHUNK
+        } else {
+            self.buf.len()
+        };
         let rest = &mut self.buf[self.pos..];
         if rest.len() > take {
             rest.select_nth_unstable_by(take, cmp);
