@@ -18,6 +18,14 @@
 //! reduction, so capacities need not be powers of two. Within a bucket the
 //! list order depends on the hash seed, but nothing observable does: every
 //! ordered read sorts.
+//!
+//! Costs to know: each type holds an 8 KiB bitmap, plus 256 KiB of bucket
+//! heads from its first entry on, whatever its size. Walking a bucket
+//! follows links to slots spread over the table, about one cache miss per
+//! entry, so ordered reads cost more per entry than a B-tree's sequential
+//! leaves: in the store's `measure` test over uniform data, top-100 of one
+//! type took 7.4-7.8 us against 4.3-5.0 us, and the threshold blend of
+//! three types, which walks deep, about twice as long.
 
 use std::cmp::Ordering;
 use std::fmt;
