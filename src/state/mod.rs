@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 pub(crate) mod decay;
 pub mod entities;
+mod score_table;
 pub mod sessions;
 pub mod signals;
 mod trending;

@@ -56,18 +56,12 @@
 //! the count: the entity has been signalled, and trending may show it.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
-
-/// Maps keyed by entity, with foldhash: SipHash costs about as much as the
-/// rest of a signal's apply; foldhash is seeded per map, so chosen keys
-/// cannot be made to collide, and nothing stored depends on hash order.
-pub(crate) type EntityMap<V> = HashMap<EntityId, V, EntityHashState>;
 
 use crate::codec::{DecodeError, Put, Reader};
-use crate::state::decay::{Pow2, saturate, scale_pow2};
-use crate::state::trending::{Lane, TrendingIndex, top_k_scan, top_k_threshold, top_k_walk};
+use crate::state::decay::{Pow2, saturate};
+use crate::state::score_table::ScoreTable;
+use crate::state::trending::{Lane, top_k_scan, top_k_threshold, top_k_walk};
 use crate::types::{EntityId, Timestamp};
-use foldhash::fast::RandomState as EntityHashState;
 
 /// A signal more than this many half-lives ahead of its type's landmark
 /// moves the landmark first (see the module docs). `2^768` leaves room for
@@ -84,16 +78,6 @@ const FORMAT_VERSION: u8 = 1;
 /// Bytes of one encoded entry: id, `S` bits, count.
 const ENTRY_BYTES: usize = 24;
 
-/// One (entity, type) state.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Cell {
-    /// Forward-decayed sum relative to the type's landmark; always finite
-    /// and never `-0.0`.
-    pub(crate) s: f64,
-    /// Signals with positive weight minus signals with negative weight.
-    pub(crate) count: i64,
-}
-
 /// The state of one signal type.
 #[derive(Clone, Debug)]
 pub(crate) struct TypeState {
@@ -101,8 +85,8 @@ pub(crate) struct TypeState {
     /// `landmark_half_lives * half_life_ms`, at least 1.
     period_ms: u64,
     landmark_ms: u64,
-    pub(crate) cells: EntityMap<Cell>,
-    pub(crate) index: TrendingIndex,
+    /// Every entry `(id, S, count)`, by id and in `S` order.
+    pub(crate) table: ScoreTable,
 }
 
 impl TypeState {
@@ -113,8 +97,7 @@ impl TypeState {
                 .max(1)
                 .saturating_mul(u64::from(landmark_half_lives)),
             landmark_ms: 0,
-            cells: EntityMap::default(),
-            index: TrendingIndex::default(),
+            table: ScoreTable::default(),
         }
     }
 
@@ -131,27 +114,10 @@ impl TypeState {
         self.landmark_ms += periods * self.period_ms;
         let doublings = i128::from(landmark_half_lives) * i128::from(periods);
         let exp = i64::try_from(-doublings).unwrap_or(i64::MIN);
-        for cell in self.cells.values_mut() {
-            cell.s = scale_pow2(cell.s, exp);
-        }
-        if score_floor > 0.0 {
-            self.cells.retain(|_, c| c.s.abs() >= score_floor);
-            // Give memory back once most entries are gone.
-            if self.cells.capacity() > 4 * self.cells.len() + 64 {
-                self.cells.shrink_to_fit();
-            }
-        }
-        // Rebuild from the old index order: scaling by one power of two
-        // keeps it (ties can only appear, where values underflow), so the
-        // sort in `rebuild` sees a sorted run and the pass is linear.
-        let floor = score_floor;
-        let entries: Vec<(f64, EntityId)> = self
-            .index
-            .iter()
-            .map(|(s, id)| (scale_pow2(s, exp), id))
-            .filter(|(s, _)| floor <= 0.0 || s.abs() >= floor)
-            .collect();
-        self.index.rebuild(entries.into_iter());
+        // Scaling by one power of two keeps the order (ties can only appear,
+        // where values underflow), so the table relinks its buckets in one
+        // linear pass; entries below the floor go.
+        self.table.rescale(exp, score_floor);
     }
 
     /// The factor converting `S` into the score at `at`: `2^((L - at)/h)`.
@@ -163,7 +129,7 @@ impl TypeState {
     }
 
     pub(crate) fn score_with(&self, factor: Pow2, entity: EntityId) -> f64 {
-        self.cells.get(&entity).map_or(0.0, |c| factor.apply(c.s))
+        self.table.get(entity).map_or(0.0, |(s, _)| factor.apply(s))
     }
 }
 
@@ -230,37 +196,15 @@ impl SignalStore {
             Some(Ordering::Less) => -1,
             _ => 0,
         };
-        match t.cells.get_mut(&entity) {
-            Some(cell) => {
-                let s = saturate(cell.s + contribution);
-                cell.count = cell.count.saturating_add(step);
-                if s.to_bits() != cell.s.to_bits() {
-                    t.index.remove(cell.s, entity);
-                    t.index.insert(s, entity);
-                    cell.s = s;
-                }
-            }
-            None => {
-                t.cells.insert(
-                    entity,
-                    Cell {
-                        s: contribution,
-                        count: step,
-                    },
-                );
-                t.index.insert(contribution, entity);
-            }
-        }
-        debug_assert_eq!(t.index.len(), t.cells.len());
+        t.table.upsert(entity, (contribution, step), |s, count| {
+            (saturate(s + contribution), count.saturating_add(step))
+        });
     }
 
     /// Removes the entity from every type (a delete frees its space).
     pub fn remove_entity(&mut self, entity: EntityId) {
         for t in &mut self.types {
-            if let Some(cell) = t.cells.remove(&entity) {
-                let removed = t.index.remove(cell.s, entity);
-                debug_assert!(removed, "index lost entity {entity}");
-            }
+            t.table.remove(entity);
         }
     }
 
@@ -276,7 +220,7 @@ impl SignalStore {
     /// Signals with positive weight minus those with negative weight; 0 when
     /// absent.
     pub fn count(&self, type_id: u16, entity: EntityId) -> i64 {
-        self.cell(type_id, entity).map_or(0, |c| c.count)
+        self.cell(type_id, entity).map_or(0, |(_, count)| count)
     }
 
     /// Whether the entity has an entry of that type.
@@ -290,13 +234,13 @@ impl SignalStore {
     pub fn len(&self, type_id: u16) -> usize {
         self.types
             .get(usize::from(type_id))
-            .map_or(0, |t| t.cells.len())
+            .map_or(0, |t| t.table.len())
     }
 
     /// Whether no type holds any entry.
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.types.iter().all(|t| t.cells.is_empty())
+        self.types.iter().all(|t| t.table.is_empty())
     }
 
     /// Number of signal types.
@@ -313,10 +257,10 @@ impl SignalStore {
             .map_or(0, |t| t.landmark_ms)
     }
 
-    fn cell(&self, type_id: u16, entity: EntityId) -> Option<&Cell> {
+    fn cell(&self, type_id: u16, entity: EntityId) -> Option<(f64, i64)> {
         self.types
             .get(usize::from(type_id))
-            .and_then(|t| t.cells.get(&entity))
+            .and_then(|t| t.table.get(entity))
     }
 
     /// Exact top-k of a blend `sum_j weight_j * score_j(entity, at)` over
@@ -379,9 +323,9 @@ impl SignalStore {
         for t in &self.types {
             out.put_u64(t.half_life_ms);
             out.put_u64(t.landmark_ms);
-            out.put_u32(t.cells.len() as u32);
-            for (s, id) in t.index.iter() {
-                let count = t.cells.get(&id).map_or(0, |c| c.count);
+            out.put_u32(t.table.len() as u32);
+            for (s, id) in t.table.iter() {
+                let count = t.table.get(id).map_or(0, |(_, count)| count);
                 out.put_u64(id.0);
                 out.put_f64(s);
                 out.put_u64(count as u64);
@@ -421,7 +365,7 @@ impl SignalStore {
             }
             t.landmark_ms = r.u64()?;
             let n = r.count(ENTRY_BYTES)?;
-            t.cells.reserve(n);
+            t.table.reserve(n);
             for _ in 0..n {
                 let id = EntityId(r.u64()?);
                 let s = r.f64()?;
@@ -429,26 +373,20 @@ impl SignalStore {
                 if !s.is_finite() {
                     return Err(r.error(format!("non-finite score sum for entity {id}")));
                 }
-                let cell = Cell { s: s + 0.0, count };
-                if t.cells.insert(id, cell).is_some() {
+                if !t.table.insert_unique(id, s + 0.0, count) {
                     return Err(r.error(format!("entity {id} appears twice")));
                 }
             }
-            t.index.rebuild(t.cells.iter().map(|(id, c)| (c.s, *id)));
         }
         Ok(store)
     }
 
-    /// Estimated heap bytes, for status: the hash maps by capacity and the
-    /// index by length.
+    /// Estimated heap bytes, for status: each table by capacity, with its
+    /// bucket heads and bitmap.
     pub fn approx_bytes(&self) -> usize {
-        let slot_bytes = std::mem::size_of::<(EntityId, Cell)>() + 1;
         self.types.iter().fold(
             std::mem::size_of::<Self>() + self.types.len() * std::mem::size_of::<TypeState>(),
-            |acc, t| {
-                acc.saturating_add(t.cells.capacity().saturating_mul(slot_bytes))
-                    .saturating_add(t.index.approx_bytes())
-            },
+            |acc, t| acc.saturating_add(t.table.approx_bytes()),
         )
     }
 }

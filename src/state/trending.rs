@@ -1,18 +1,16 @@
 //! The ordered index behind trending reads: entities of one signal type by
 //! forward-decayed sum `S`, largest first, ties by id ascending.
 //!
-//! It is a `BTreeSet` of `(key, id)` today, where `key` is an
-//! order-preserving `u64` encoding of `S` inverted so that ascending
-//! iteration is `S` descending. The type is private to the state machine and
-//! offers only insert, remove, rebuild and ordered iteration, so the bucketed
-//! open-addressing table measured in PERFORMANCE-NOTES.md (about 20x the
-//! update rate at half the memory) can replace it without touching callers.
+//! The index itself is the bucketed open-addressing table of
+//! `score_table.rs`; its buckets are keyed by [`order_key`], an
+//! order-preserving `u64` encoding of `S` (inverted here so that ascending
+//! keys are `S` descending).
 //!
 //! The exact top-k queries over these indexes (a walk of one index, Fagin's
 //! threshold algorithm over several, a scan of the union) live here too.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashSet};
 
 use crate::state::decay::{Pow2, saturate};
 use crate::state::signals::TypeState;
@@ -36,7 +34,8 @@ pub(crate) fn order_key(s: f64) -> u64 {
 }
 
 /// The `s` whose key is `key` (the inverse of [`order_key`] on canonical
-/// values).
+/// values); the tests use it to show the encoding loses nothing.
+#[cfg(test)]
 pub(crate) fn key_value(key: u64) -> f64 {
     let ascending = !key;
     let bits = if ascending >> 63 == 1 {
@@ -45,50 +44,6 @@ pub(crate) fn key_value(key: u64) -> f64 {
         !ascending
     };
     f64::from_bits(bits)
-}
-
-/// Entities of one type ordered by `S` descending, then id ascending.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct TrendingIndex {
-    set: BTreeSet<(u64, EntityId)>,
-}
-
-impl TrendingIndex {
-    /// Adds `id` at `s`. The caller removes the entity's previous key first.
-    pub(crate) fn insert(&mut self, s: f64, id: EntityId) {
-        self.set.insert((order_key(s), id));
-    }
-
-    /// Removes `id` at `s`; false when it was not there (a caller bug that
-    /// the store's tests would catch).
-    pub(crate) fn remove(&mut self, s: f64, id: EntityId) -> bool {
-        self.set.remove(&(order_key(s), id))
-    }
-
-    /// Replaces the whole index, in O(n log n) at worst and O(n) when the
-    /// entries come nearly in order (a landmark move keeps the order).
-    pub(crate) fn rebuild(&mut self, entries: impl Iterator<Item = (f64, EntityId)>) {
-        let mut keys: Vec<(u64, EntityId)> = entries.map(|(s, id)| (order_key(s), id)).collect();
-        keys.sort_unstable();
-        self.set = keys.into_iter().collect();
-    }
-
-    /// Entries best first: `S` descending, then id ascending; reversed it is
-    /// `S` ascending, then id descending.
-    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = (f64, EntityId)> + '_ {
-        self.set.iter().map(|&(k, id)| (key_value(k), id))
-    }
-
-    /// Number of entries.
-    pub(crate) fn len(&self) -> usize {
-        self.set.len()
-    }
-
-    /// Estimated heap bytes: 16 per key in B-tree nodes that are about two
-    /// thirds full, plus node headers.
-    pub(crate) fn approx_bytes(&self) -> usize {
-        self.set.len().saturating_mul(16 * 3 / 2 + 2)
-    }
 }
 
 // Top-k queries over the per-type indexes, used by `SignalStore::top_k`.
@@ -208,13 +163,13 @@ pub(crate) fn top_k_walk(
         true
     };
     if lane.weight < 0.0 {
-        for e in lane.ty.index.iter().rev() {
+        for e in lane.ty.table.iter_rev() {
             if !visit(e) {
                 break;
             }
         }
     } else {
-        for e in lane.ty.index.iter() {
+        for e in lane.ty.table.iter() {
             if !visit(e) {
                 break;
             }
@@ -231,10 +186,10 @@ pub(crate) fn top_k_scan(
 ) -> Vec<(EntityId, f64)> {
     let mut best = Best::new(k);
     for (i, lane) in lanes.iter().enumerate() {
-        for &id in lane.ty.cells.keys() {
+        for id in lane.ty.table.ids() {
             // Each entity once: in the first lane whose type holds it. This
             // costs a lookup per earlier lane, and no set of seen ids.
-            let earlier = lanes[..i].iter().any(|l| l.ty.cells.contains_key(&id));
+            let earlier = lanes[..i].iter().any(|l| l.ty.table.contains(id));
             if !earlier && accept(id) {
                 best.push(id, blend_score(lanes, id));
             }
@@ -262,7 +217,7 @@ pub(crate) fn top_k_threshold(
 ) -> Vec<(EntityId, f64)> {
     let mut best = Best::new(k);
     let mut seen: HashSet<EntityId, EntityHashState> = HashSet::default();
-    let mut cursors: Vec<_> = lanes.iter().map(|l| l.ty.index.iter().peekable()).collect();
+    let mut cursors: Vec<_> = lanes.iter().map(|l| l.ty.table.iter().peekable()).collect();
     let mut next: Vec<Option<f64>> = Vec::with_capacity(lanes.len());
     loop {
         let mut progressed = false;
@@ -336,22 +291,5 @@ mod tests {
             assert_eq!(key_value(order_key(v)).to_bits(), v.to_bits());
         }
         assert_eq!(order_key(-0.0), order_key(0.0));
-    }
-
-    #[test]
-    fn iteration_is_s_descending_then_id_ascending() {
-        let mut ix = TrendingIndex::default();
-        ix.insert(1.0, EntityId(5));
-        ix.insert(2.0, EntityId(9));
-        ix.insert(1.0, EntityId(3));
-        ix.insert(-1.0, EntityId(1));
-        let order: Vec<_> = ix.iter().map(|(_, id)| id.0).collect();
-        assert_eq!(order, vec![9, 3, 5, 1]);
-        assert!(ix.remove(1.0, EntityId(3)));
-        assert!(!ix.remove(1.0, EntityId(3)));
-        ix.rebuild([(0.5, EntityId(2)), (4.0, EntityId(7))].into_iter());
-        let order: Vec<_> = ix.iter().rev().map(|(_, id)| id.0).collect();
-        assert_eq!(order, vec![2, 7]);
-        assert_eq!(ix.len(), 2);
     }
 }

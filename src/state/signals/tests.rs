@@ -80,7 +80,7 @@ fn brute_blend(
     let mut union = BTreeSet::new();
     for &(ty, _) in blend {
         if let Some(t) = store.types.get(usize::from(ty)) {
-            union.extend(t.cells.keys().copied());
+            union.extend(t.table.ids());
         }
     }
     let mut all: Vec<(EntityId, f64)> = union
@@ -503,7 +503,7 @@ fn remove_entity_clears_every_type_and_the_index() {
         assert!(!store.contains(ty, EntityId(2)));
         assert_eq!(store.score(ty, EntityId(2), Timestamp(0)), 0.0);
         assert_eq!(store.len(ty), 1);
-        assert_eq!(store.types[usize::from(ty)].index.len(), 1);
+        assert_eq!(store.types[usize::from(ty)].table.len(), 1);
     }
     let top = store.top_k(&[(0, 1.0), (1, 1.0)], Timestamp(0), 5, &mut accept_all());
     assert_eq!(bits(&top), vec![(1, 2.0f64.to_bits())]);

@@ -1,0 +1,597 @@
+//! The per-type score table: one open-addressing table of slots
+//! `(id, S, count, prev, next)` whose slots are also threaded into 65,536
+//! buckets by the top 16 bits of an order-preserving encoding of `S`, so
+//! bucket order is `S` order. Non-empty buckets are found through a
+//! three-level bitmap (65,536 bits, 1,024 words, 16 words, one word).
+//!
+//! It replaces a hash map plus a `BTreeSet<(S, id)>`, whose insert and
+//! remove per signal were dominated by B-tree node cache misses (see
+//! PERFORMANCE-NOTES.md, "The trending index"). Here an update whose `S`
+//! stays in its bucket touches one slot and nothing else; one that changes
+//! bucket unlinks and relinks in O(1). Reads in order gather a bucket's
+//! members and sort only them (by `S` descending, id ascending), in chunks,
+//! so a top-k read sorts about as many entries as it returns.
+//!
+//! Probing is linear with backward-shift deletion (no tombstones); a slot is
+//! empty when its `S` is NaN, which no stored `S` ever is. The table grows
+//! by 1.5x at a load of 0.8, and home positions use a multiply-shift range
+//! reduction, so capacities need not be powers of two. Within a bucket the
+//! list order depends on the hash seed, but nothing observable does: every
+//! ordered read sorts.
+//!
+//! Costs to know: each type holds an 8 KiB bitmap, plus 256 KiB of bucket
+//! heads from its first entry on, whatever its size. Walking a bucket
+//! follows links to slots spread over the table, about one cache miss per
+//! entry, so ordered reads cost more per entry than a B-tree's sequential
+//! leaves: in the store's `measure` test over uniform data, top-100 of one
+//! type took 7.4-7.8 us against 4.3-5.0 us, and the threshold blend of
+//! three types, which walks deep, about twice as long.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState as EntityHashState;
+
+use crate::state::decay::scale_pow2;
+use crate::state::trending::order_key;
+use crate::types::EntityId;
+
+/// Number of buckets of the order index.
+const BUCKETS: usize = 1 << 16;
+
+/// "No slot" in links and bucket heads.
+const NIL: u32 = u32::MAX;
+
+/// Largest capacity: slot indices must stay below [`NIL`].
+const MAX_CAPACITY: usize = (u32::MAX - 1) as usize;
+
+/// Smallest non-zero capacity.
+const MIN_CAPACITY: usize = 16;
+
+/// Entries a read sorts at once before it needs more of a large bucket.
+const FIRST_CHUNK: usize = 64;
+
+/// One (entity, type) entry, or an empty slot when `s` is NaN.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    id: EntityId,
+    /// Forward-decayed sum; finite and never `-0.0` in a live slot.
+    s: f64,
+    count: i64,
+    /// Neighbours in the bucket list of `s`.
+    prev: u32,
+    next: u32,
+}
+
+const EMPTY: Slot = Slot {
+    id: EntityId(0),
+    s: f64::NAN,
+    count: 0,
+    prev: NIL,
+    next: NIL,
+};
+
+/// The bucket of `s`: the top 16 bits of its ascending order encoding, so a
+/// higher bucket holds only larger sums.
+fn bucket_of(s: f64) -> usize {
+    (!order_key(s) >> 48) as usize
+}
+
+/// S descending, then id ascending: the order of every ranked read.
+fn best_first(a: &(f64, EntityId), b: &(f64, EntityId)) -> Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Which buckets are non-empty, three levels deep so that the next one in
+/// either direction is found in at most three word scans.
+#[derive(Clone)]
+struct Bitmap {
+    /// One bit per bucket.
+    l0: Vec<u64>,
+    /// One bit per non-zero word of `l0`.
+    l1: [u64; 16],
+    /// One bit per non-zero word of `l1`.
+    l2: u64,
+}
+
+impl Bitmap {
+    fn new() -> Bitmap {
+        Bitmap {
+            l0: vec![0; BUCKETS / 64],
+            l1: [0; 16],
+            l2: 0,
+        }
+    }
+
+    fn set(&mut self, b: usize) {
+        self.l0[b >> 6] |= 1 << (b & 63);
+        self.l1[b >> 12] |= 1 << ((b >> 6) & 63);
+        self.l2 |= 1 << (b >> 12);
+    }
+
+    fn clear(&mut self, b: usize) {
+        let w0 = b >> 6;
+        self.l0[w0] &= !(1 << (b & 63));
+        if self.l0[w0] == 0 {
+            let w1 = w0 >> 6;
+            self.l1[w1] &= !(1 << (w0 & 63));
+            if self.l1[w1] == 0 {
+                self.l2 &= !(1 << w1);
+            }
+        }
+    }
+
+    /// The highest non-empty bucket `<= b`.
+    fn highest_at_or_below(&self, b: usize) -> Option<usize> {
+        let w0 = b >> 6;
+        let m = self.l0[w0] & (u64::MAX >> (63 - (b & 63)));
+        if m != 0 {
+            return Some(w0 * 64 + 63 - m.leading_zeros() as usize);
+        }
+        let w1 = w0 >> 6;
+        let m = self.l1[w1] & ((1u64 << (w0 & 63)) - 1);
+        let word = if m != 0 {
+            w1 * 64 + 63 - m.leading_zeros() as usize
+        } else {
+            let m = self.l2 & ((1u64 << w1) - 1);
+            if m == 0 {
+                return None;
+            }
+            let top = 63 - m.leading_zeros() as usize;
+            top * 64 + 63 - self.l1[top].leading_zeros() as usize
+        };
+        Some(word * 64 + 63 - self.l0[word].leading_zeros() as usize)
+    }
+
+    /// The lowest non-empty bucket `>= b`.
+    fn lowest_at_or_above(&self, b: usize) -> Option<usize> {
+        let w0 = b >> 6;
+        let m = self.l0[w0] & (u64::MAX << (b & 63));
+        if m != 0 {
+            return Some(w0 * 64 + m.trailing_zeros() as usize);
+        }
+        let w1 = w0 >> 6;
+        let bit = w0 & 63;
+        let m = if bit == 63 {
+            0
+        } else {
+            self.l1[w1] & (u64::MAX << (bit + 1))
+        };
+        let word = if m != 0 {
+            w1 * 64 + m.trailing_zeros() as usize
+        } else {
+            // w1 < 16, so the shift is in range.
+            let m = self.l2 & (u64::MAX << (w1 + 1));
+            if m == 0 {
+                return None;
+            }
+            let low = m.trailing_zeros() as usize;
+            low * 64 + self.l1[low].trailing_zeros() as usize
+        };
+        Some(word * 64 + self.l0[word].trailing_zeros() as usize)
+    }
+}
+
+/// The entries of one signal type, by id and in `S` order.
+#[derive(Clone)]
+pub(crate) struct ScoreTable {
+    slots: Vec<Slot>,
+    len: usize,
+    hasher: EntityHashState,
+    /// First slot of each bucket list; empty until the first insert.
+    heads: Vec<u32>,
+    bits: Bitmap,
+}
+
+impl Default for ScoreTable {
+    fn default() -> Self {
+        ScoreTable {
+            slots: Vec::new(),
+            len: 0,
+            hasher: EntityHashState::default(),
+            heads: Vec::new(),
+            bits: Bitmap::new(),
+        }
+    }
+}
+
+impl fmt::Debug for ScoreTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScoreTable")
+            .field("len", &self.len)
+            .field("capacity", &self.slots.len())
+            .finish()
+    }
+}
+
+impl ScoreTable {
+    /// Number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no entries.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn home(&self, id: EntityId) -> usize {
+        let h = self.hasher.hash_one(id.0);
+        ((u128::from(h) * self.slots.len() as u128) >> 64) as usize
+    }
+
+    fn step(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() { 0 } else { i + 1 }
+    }
+
+    fn find(&self, id: EntityId) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mut i = self.home(id);
+        // The load stays below 1, so an empty slot ends every probe.
+        loop {
+            let slot = &self.slots[i];
+            if slot.s.is_nan() {
+                return None;
+            }
+            if slot.id == id {
+                return Some(i);
+            }
+            i = self.step(i);
+        }
+    }
+
+    /// `(S, count)` of `id`.
+    pub(crate) fn get(&self, id: EntityId) -> Option<(f64, i64)> {
+        self.find(id)
+            .map(|i| (self.slots[i].s, self.slots[i].count))
+    }
+
+    /// Whether `id` has an entry.
+    pub(crate) fn contains(&self, id: EntityId) -> bool {
+        self.find(id).is_some()
+    }
+
+    /// Every id, in no particular order.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = EntityId> + '_ {
+        self.slots.iter().filter(|s| !s.s.is_nan()).map(|s| s.id)
+    }
+
+    fn link(&mut self, i: usize) {
+        let b = bucket_of(self.slots[i].s);
+        let head = self.heads[b];
+        self.slots[i].prev = NIL;
+        self.slots[i].next = head;
+        if head == NIL {
+            self.bits.set(b);
+        } else {
+            self.slots[head as usize].prev = i as u32;
+        }
+        self.heads[b] = i as u32;
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let Slot { s, prev, next, .. } = self.slots[i];
+        let b = bucket_of(s);
+        if prev == NIL {
+            self.heads[b] = next;
+            if next == NIL {
+                self.bits.clear(b);
+            }
+        } else {
+            self.slots[prev as usize].next = next;
+        }
+        if next != NIL {
+            self.slots[next as usize].prev = prev;
+        }
+    }
+
+    /// Capacity keeping `n` entries at a load of about 0.75.
+    fn capacity_for(n: usize) -> usize {
+        n.saturating_add(n / 3)
+            .saturating_add(MIN_CAPACITY)
+            .min(MAX_CAPACITY)
+    }
+
+    /// Moves every entry into a table of `capacity` slots (at least
+    /// `len + 1`), relinking the buckets.
+    fn resize(&mut self, capacity: usize) {
+        let old = std::mem::replace(&mut self.slots, vec![EMPTY; capacity]);
+        self.heads.clear();
+        self.heads.resize(BUCKETS, NIL);
+        self.bits = Bitmap::new();
+        for slot in old.into_iter().filter(|s| !s.s.is_nan()) {
+            self.place(slot);
+        }
+    }
+
+    /// Writes a slot known to be absent into the first free position of its
+    /// probe sequence and links it; its index.
+    fn place(&mut self, slot: Slot) -> usize {
+        let mut i = self.home(slot.id);
+        while !self.slots[i].s.is_nan() {
+            i = self.step(i);
+        }
+        self.slots[i] = slot;
+        self.link(i);
+        i
+    }
+
+    /// Adds an entry for an absent id; false when the table is at its
+    /// largest capacity (over 4 billion entries; never in practice).
+    fn insert_new(&mut self, id: EntityId, s: f64, count: i64) -> bool {
+        let cap = self.slots.len();
+        if (self.len + 1).saturating_mul(5) > cap.saturating_mul(4) {
+            let grown = cap
+                .saturating_add(cap / 2)
+                .clamp(MIN_CAPACITY, MAX_CAPACITY);
+            if grown <= self.len + 1 {
+                return false;
+            }
+            self.resize(grown);
+        }
+        self.place(Slot {
+            id,
+            s,
+            count,
+            prev: NIL,
+            next: NIL,
+        });
+        self.len += 1;
+        true
+    }
+
+    /// Applies `update` to the `(S, count)` of `id`, or inserts `fresh` when
+    /// it is absent; `S` must be finite and canonical (never `-0.0`). Only a
+    /// change of bucket touches the order index.
+    pub(crate) fn upsert(
+        &mut self,
+        id: EntityId,
+        fresh: (f64, i64),
+        update: impl FnOnce(f64, i64) -> (f64, i64),
+    ) {
+        let Some(i) = self.find(id) else {
+            let inserted = self.insert_new(id, fresh.0, fresh.1);
+            debug_assert!(inserted, "score table full");
+            return;
+        };
+        let old = self.slots[i].s;
+        let (s, count) = update(old, self.slots[i].count);
+        self.slots[i].count = count;
+        if bucket_of(s) == bucket_of(old) {
+            self.slots[i].s = s;
+        } else {
+            self.unlink(i);
+            self.slots[i].s = s;
+            self.link(i);
+        }
+    }
+
+    /// Inserts an entry while decoding; false when `id` is already there.
+    pub(crate) fn insert_unique(&mut self, id: EntityId, s: f64, count: i64) -> bool {
+        if self.contains(id) {
+            return false;
+        }
+        self.insert_new(id, s, count)
+    }
+
+    /// Removes `id`; its `(S, count)`, or None when absent.
+    pub(crate) fn remove(&mut self, id: EntityId) -> Option<(f64, i64)> {
+        let mut hole = self.find(id)?;
+        let removed = (self.slots[hole].s, self.slots[hole].count);
+        self.unlink(hole);
+        self.slots[hole] = EMPTY;
+        self.len -= 1;
+        // Backward shift: pull later entries of the run into the hole when
+        // their home does not lie cyclically within (hole, j].
+        let cap = self.slots.len();
+        let mut j = self.step(hole);
+        while !self.slots[j].s.is_nan() {
+            let home = self.home(self.slots[j].id);
+            let dist_home = (j + cap - home) % cap;
+            let dist_hole = (j + cap - hole) % cap;
+            if dist_home >= dist_hole {
+                self.move_slot(j, hole);
+                hole = j;
+            }
+            j = self.step(j);
+        }
+        Some(removed)
+    }
+
+    /// Moves the live slot `from` into the empty slot `to`, fixing links.
+    fn move_slot(&mut self, from: usize, to: usize) {
+        let slot = self.slots[from];
+        self.slots[to] = slot;
+        self.slots[from] = EMPTY;
+        if slot.prev == NIL {
+            self.heads[bucket_of(slot.s)] = to as u32;
+        } else {
+            self.slots[slot.prev as usize].next = to as u32;
+        }
+        if slot.next != NIL {
+            self.slots[slot.next as usize].prev = to as u32;
+        }
+    }
+
+    /// Multiplies every `S` by `2^exp` (exact, so the order is kept) and,
+    /// with `floor > 0`, drops the entries whose `|S|` falls below it; then
+    /// relinks the buckets, shrinking the table when most entries went.
+    pub(crate) fn rescale(&mut self, exp: i64, floor: f64) {
+        let mut live = 0;
+        for slot in self.slots.iter_mut().filter(|s| !s.s.is_nan()) {
+            slot.s = scale_pow2(slot.s, exp);
+            if floor > 0.0 && slot.s.abs() < floor {
+                *slot = EMPTY;
+            } else {
+                live += 1;
+            }
+        }
+        let dropped = live != self.len;
+        self.len = live;
+        if self.slots.is_empty() {
+            return;
+        }
+        if dropped {
+            // Emptied slots break probe runs, so every entry is re-placed.
+            let cap = if self.slots.len() > 4 * live + 64 {
+                Self::capacity_for(live)
+            } else {
+                self.slots.len()
+            };
+            self.resize(cap);
+        } else {
+            self.heads.fill(NIL);
+            self.bits = Bitmap::new();
+            for i in 0..self.slots.len() {
+                if !self.slots[i].s.is_nan() {
+                    self.link(i);
+                }
+            }
+        }
+    }
+
+    /// Reserves room for `n` more entries.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        let want = Self::capacity_for(self.len.saturating_add(n));
+        if want > self.slots.len() {
+            self.resize(want);
+        }
+    }
+
+    /// Entries `(S, id)` by `S` descending, then id ascending.
+    pub(crate) fn iter(&self) -> OrderIter<'_> {
+        OrderIter::new(self, true)
+    }
+
+    /// Entries `(S, id)` by `S` ascending, then id descending: [`Self::iter`]
+    /// reversed.
+    pub(crate) fn iter_rev(&self) -> OrderIter<'_> {
+        OrderIter::new(self, false)
+    }
+
+    /// Estimated heap bytes: slots by capacity, bucket heads and bitmap.
+    pub(crate) fn approx_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.heads.capacity() * 4
+            + self.bits.l0.capacity() * 8
+    }
+}
+
+/// An ordered read: bucket by bucket, each bucket's members sorted in
+/// growing chunks as the reader gets to them.
+pub(crate) struct OrderIter<'a> {
+    table: &'a ScoreTable,
+    /// S descending when true, ascending when false.
+    descending: bool,
+    /// The next bucket to look from, None when done.
+    next_bucket: Option<usize>,
+    buf: Vec<(f64, EntityId)>,
+    pos: usize,
+    sorted: usize,
+}
+
+impl<'a> OrderIter<'a> {
+    fn new(table: &'a ScoreTable, descending: bool) -> OrderIter<'a> {
+        let start = if table.is_empty() {
+            None
+        } else if descending {
+            Some(BUCKETS - 1)
+        } else {
+            Some(0)
+        };
+        OrderIter {
+            table,
+            descending,
+            next_bucket: start,
+            buf: Vec::new(),
+            pos: 0,
+            sorted: 0,
+        }
+    }
+
+    fn order_fn(&self) -> fn(&(f64, EntityId), &(f64, EntityId)) -> Ordering {
+        if self.descending {
+            best_first
+        } else {
+            |a, b| best_first(b, a)
+        }
+    }
+
+    /// Loads the next non-empty bucket; false when there is none.
+    fn load(&mut self) -> bool {
+        let Some(from) = self.next_bucket else {
+            return false;
+        };
+        let found = if self.descending {
+            self.table.bits.highest_at_or_below(from)
+        } else {
+            self.table.bits.lowest_at_or_above(from)
+        };
+        let Some(b) = found else {
+            self.next_bucket = None;
+            return false;
+        };
+        self.next_bucket = if self.descending {
+            b.checked_sub(1)
+        } else {
+            Some(b + 1).filter(|&n| n < BUCKETS)
+        };
+        self.buf.clear();
+        self.pos = 0;
+        self.sorted = 0;
+        let mut i = self.table.heads[b];
+        while i != NIL {
+            let slot = &self.table.slots[i as usize];
+            self.buf.push((slot.s, slot.id));
+            i = slot.next;
+        }
+        true
+    }
+
+    /// Sorts the next chunk of the loaded bucket: first only the best
+    /// [`FIRST_CHUNK`] (a top-k read rarely needs more of a bucket), then,
+    /// when the reader goes on (a deep walk), the whole rest at once.
+    fn sort_chunk(&mut self) {
+        let cmp = self.order_fn();
+        let take = if self.pos == 0 {
+            FIRST_CHUNK
+        } else {
+            self.buf.len()
+        };
+        let rest = &mut self.buf[self.pos..];
+        if rest.len() > take {
+            rest.select_nth_unstable_by(take, cmp);
+            rest[..take].sort_unstable_by(cmp);
+            self.sorted = self.pos + take;
+        } else {
+            rest.sort_unstable_by(cmp);
+            self.sorted = self.buf.len();
+        }
+    }
+}
+
+impl Iterator for OrderIter<'_> {
+    type Item = (f64, EntityId);
+
+    fn next(&mut self) -> Option<(f64, EntityId)> {
+        loop {
+            if self.pos < self.sorted {
+                let e = self.buf[self.pos];
+                self.pos += 1;
+                return Some(e);
+            }
+            if self.pos < self.buf.len() {
+                self.sort_chunk();
+            } else if !self.load() {
+                return None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "score_table_tests.rs"]
+mod tests;

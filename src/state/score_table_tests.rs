@@ -1,0 +1,158 @@
+//! The score table against a `BTreeMap` model: random upserts, removals,
+//! rescales and reads, with the order, links and bitmap checked after each.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// Checks every invariant against the model: lookups, length, both orders,
+/// and that each live slot sits on the list of its bucket exactly once.
+fn check(t: &ScoreTable, model: &BTreeMap<u64, (f64, i64)>) {
+    assert_eq!(t.len(), model.len());
+    for (&id, &(s, c)) in model {
+        let got = t.get(EntityId(id)).map(|(s, c)| (s.to_bits(), c));
+        assert_eq!(got, Some((s.to_bits(), c)), "entity {id}");
+    }
+    let mut want: Vec<(f64, EntityId)> = model
+        .iter()
+        .map(|(&id, &(s, _))| (s, EntityId(id)))
+        .collect();
+    want.sort_by(best_first);
+    let bits = |v: &[(f64, EntityId)]| -> Vec<(u64, u64)> {
+        v.iter().map(|(s, id)| (s.to_bits(), id.0)).collect()
+    };
+    let got: Vec<_> = t.iter().collect();
+    assert_eq!(bits(&got), bits(&want));
+    let mut rev: Vec<_> = t.iter_rev().collect();
+    rev.reverse();
+    assert_eq!(bits(&rev), bits(&want));
+    let mut linked = 0;
+    for b in 0..BUCKETS {
+        let head = t.heads.get(b).copied().unwrap_or(NIL);
+        assert_eq!(
+            head != NIL,
+            t.bits.l0[b >> 6] >> (b & 63) & 1 == 1,
+            "bucket {b}"
+        );
+        let mut prev = NIL;
+        let mut i = head;
+        while i != NIL {
+            let slot = &t.slots[i as usize];
+            assert_eq!(bucket_of(slot.s), b);
+            assert_eq!(slot.prev, prev);
+            linked += 1;
+            prev = i;
+            i = slot.next;
+        }
+    }
+    assert_eq!(linked, model.len());
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Add(u64, f64),
+    Remove(u64),
+    Rescale(i64, f64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let value = prop_oneof![
+        (-3i32..4).prop_map(f64::from),
+        -1e6f64..1e6,
+        Just(f64::MAX),
+        Just(-f64::MAX),
+        Just(f64::from_bits(1)),
+    ];
+    prop_oneof![
+        8 => (0u64..300, value).prop_map(|(id, w)| Op::Add(id, w)),
+        3 => (0u64..300).prop_map(Op::Remove),
+        1 => (-40i64..3, prop_oneof![Just(0.0), 0.0f64..2.0]).prop_map(|(e, f)| Op::Rescale(e, f)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn matches_a_btreemap(ops in prop::collection::vec(op(), 1..600)) {
+        let mut t = ScoreTable::default();
+        let mut model: BTreeMap<u64, (f64, i64)> = BTreeMap::new();
+        for (n, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Add(id, w) => {
+                    t.upsert(EntityId(id), (w + 0.0, 1), |s, c| {
+                        (crate::state::decay::saturate(s + w), c + 1)
+                    });
+                    let e = model.entry(id).or_insert((0.0, 0));
+                    e.0 = crate::state::decay::saturate(e.0 + w);
+                    e.1 += 1;
+                }
+                Op::Remove(id) => {
+                    let got = t.remove(EntityId(id)).map(|(s, c)| (s.to_bits(), c));
+                    let want = model.remove(&id).map(|(s, c)| (s.to_bits(), c));
+                    prop_assert_eq!(got, want);
+                }
+                Op::Rescale(exp, floor) => {
+                    t.rescale(exp, floor);
+                    for v in model.values_mut() {
+                        v.0 = scale_pow2(v.0, exp);
+                    }
+                    if floor > 0.0 {
+                        model.retain(|_, v| v.0.abs() >= floor);
+                    }
+                }
+            }
+            if n % 16 == 0 {
+                check(&t, &model);
+            }
+        }
+        check(&t, &model);
+        let mut reserved = t.clone();
+        reserved.reserve(1000);
+        check(&reserved, &model);
+    }
+}
+
+#[test]
+fn bitmap_finds_neighbours_like_a_scan() {
+    let mut bits = Bitmap::new();
+    let members = [0usize, 1, 63, 64, 4095, 4096, 4097, 30_000, 65_534, 65_535];
+    for &b in &members {
+        bits.set(b);
+    }
+    bits.set(77);
+    bits.clear(77);
+    for b in (0..BUCKETS).step_by(7).chain(members.iter().copied()) {
+        let below = members.iter().copied().filter(|&m| m <= b).max();
+        let above = members.iter().copied().filter(|&m| m >= b).min();
+        assert_eq!(bits.highest_at_or_below(b), below, "below {b}");
+        assert_eq!(bits.lowest_at_or_above(b), above, "above {b}");
+    }
+    for &b in &members {
+        bits.clear(b);
+    }
+    assert_eq!(bits.l2, 0);
+    assert_eq!(bits.highest_at_or_below(BUCKETS - 1), None);
+    assert_eq!(bits.lowest_at_or_above(0), None);
+}
+
+#[test]
+fn one_large_bucket_reads_in_order_and_grows() {
+    // Equal sums share one bucket: the read must sort it in chunks.
+    let mut t = ScoreTable::default();
+    let mut model = BTreeMap::new();
+    for id in (0..5_000u64).rev() {
+        let s = 1.0 + (id % 3) as f64 * f64::EPSILON;
+        t.upsert(EntityId(id), (s, 0), |_, _| unreachable!());
+        model.insert(id, (s, 0));
+    }
+    check(&t, &model);
+    assert_eq!(
+        t.iter().take(3).map(|(_, id)| id.0).collect::<Vec<_>>(),
+        [2, 5, 8]
+    );
+    assert!(!t.insert_unique(EntityId(7), 0.0, 0));
+    assert!(t.insert_unique(EntityId(9_999), 0.0, 0));
+    assert!(t.approx_bytes() > 5_000 * 32);
+}
