@@ -396,13 +396,18 @@ pub(crate) fn start_follower(
                     let mut pending = receiver.on_connect(now);
                     let mut healthy = true;
                     while healthy {
-                        for out in std::mem::take(&mut pending) {
-                            match follow(&weak, &mut receiver, sender.as_mut(), out).await {
-                                Ok(more) => pending.extend(more),
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "follower session ends");
-                                    healthy = false;
-                                    break;
+                        // Outputs lead to more outputs (an append to its
+                        // acks, a cut to the suffix and a new hello): carry
+                        // them all out before the next message.
+                        while healthy && !pending.is_empty() {
+                            for out in std::mem::take(&mut pending) {
+                                match follow(&weak, &mut receiver, sender.as_mut(), out).await {
+                                    Ok(more) => pending.extend(more),
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "follower session ends");
+                                        healthy = false;
+                                        break;
+                                    }
                                 }
                             }
                         }
@@ -468,11 +473,22 @@ async fn follow(
             Ok(more)
         }
         ReceiverOutput::Truncate { to } => {
-            tracing::error!(
+            let Some(c) = core.upgrade() else {
+                return Err(TidalError::Closed);
+            };
+            let cut = tokio::task::spawn_blocking(move || c.cut_log_after(to))
+                .await
+                .map_err(|_| TidalError::Closed)??;
+            tracing::warn!(
                 to = to.0,
-                "the leader asks to cut this log; divergence cuts are not implemented yet"
+                epoch = %cut.epoch,
+                first = cut.first.0,
+                last = cut.last.0,
+                bytes = cut.batches.len(),
+                path = %cut.path.display(),
+                "diverged from the leader: cut the log and kept the suffix for reconciliation"
             );
-            Err(TidalError::Closed)
+            Ok(receiver.diverged_ready(cut.epoch, cut.first, cut.batches))
         }
         ReceiverOutput::InstallSnapshot { .. } => {
             tracing::error!(

@@ -337,9 +337,6 @@ impl Receiver {
     /// `diverged/`: send them to the leader and say hello again. Outside a
     /// cut (the connection dropped meanwhile) nothing is sent; the suffix
     /// stays in `diverged/`.
-    // Driven by the simulation tests; the node layer does not cut logs or
-    // install snapshots yet (replication issue, open).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn diverged_ready(
         &mut self,
         epoch: Epoch,
