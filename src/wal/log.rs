@@ -550,3 +550,7 @@ mod tests;
 #[cfg(test)]
 #[path = "log_model_tests.rs"]
 mod model_tests;
+
+#[cfg(test)]
+#[path = "log_cut_tests.rs"]
+mod cut_tests;
