@@ -138,6 +138,22 @@ fn params(config: &Config) -> StateParams {
     }
 }
 
+/// The state a loaded snapshot holds.
+fn state_from_snapshot(config: &Config, loaded: &snapshot::LoadedSnapshot) -> Result<State> {
+    let sections: Vec<(u16, u16, &[u8])> = loaded
+        .sections
+        .iter()
+        .map(|s| (s.id, s.version, s.bytes.as_slice()))
+        .collect();
+    State::decode_sections(params(config), &sections).map_err(|(id, e)| {
+        TidalError::corruption(
+            &loaded.path,
+            e.offset as u64,
+            format!("section {id}: {}", e.reason),
+        )
+    })
+}
+
 /// The allowed transitions between the role persisted in the log (its last
 /// `EpochStart`) and the open called (DESIGN.md section 2): a node reopens
 /// in the role it had; a former leader may reopen as a follower (a
@@ -218,19 +234,7 @@ impl Core {
         let mut report = RecoveryReport::default();
         let (mut state, after) = match snapshot::load_newest_valid(storage.as_ref(), &dir, shard)? {
             Some(loaded) => {
-                let sections: Vec<(u16, u16, &[u8])> = loaded
-                    .sections
-                    .iter()
-                    .map(|s| (s.id, s.version, s.bytes.as_slice()))
-                    .collect();
-                let state =
-                    State::decode_sections(params(&config), &sections).map_err(|(id, e)| {
-                        TidalError::corruption(
-                            &loaded.path,
-                            e.offset as u64,
-                            format!("section {id}: {}", e.reason),
-                        )
-                    })?;
+                let state = state_from_snapshot(&config, &loaded)?;
                 report.skipped_snapshots = loaded.skipped.clone();
                 report.snapshot = Some((loaded.path.clone(), loaded.header.seqno));
                 (state, loaded.header.seqno)
@@ -632,77 +636,9 @@ impl Core {
     }
 }
 
+#[path = "core_cut.rs"]
+mod cut;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::NodeId;
-    use std::time::Duration;
-
-    fn config(node: u64) -> Config {
-        Config::builder("/db")
-            .signal_type("like", Duration::from_secs(60))
-            .node_id(NodeId(node))
-            .build()
-            .expect("config")
-    }
-
-    fn epoch(leader: u64, replicated: bool) -> Vec<EpochEntry> {
-        vec![EpochEntry {
-            epoch: Epoch(3),
-            start: SeqNo(10),
-            leader_node: NodeId(leader),
-            replicated,
-        }]
-    }
-
-    #[test]
-    fn a_new_log_opens_in_any_role_at_epoch_one() {
-        for role in [NodeRole::Single, NodeRole::Leader, NodeRole::Follower] {
-            assert_eq!(
-                check_role(role, &config(1), &[]).expect("new"),
-                Epoch::FIRST
-            );
-        }
-    }
-
-    #[test]
-    fn a_node_reopens_in_its_role_and_a_leader_may_be_demoted() {
-        let c = config(1);
-        assert_eq!(
-            check_role(NodeRole::Single, &c, &epoch(1, false)).expect("single"),
-            Epoch(3)
-        );
-        assert_eq!(
-            check_role(NodeRole::Leader, &c, &epoch(1, true)).expect("leader"),
-            Epoch(3)
-        );
-        assert_eq!(
-            check_role(NodeRole::Follower, &c, &epoch(2, true)).expect("follower"),
-            Epoch(3)
-        );
-        assert_eq!(
-            check_role(NodeRole::Follower, &c, &epoch(1, true)).expect("demotion"),
-            Epoch(3)
-        );
-    }
-
-    #[test]
-    fn every_other_transition_is_a_role_mismatch() {
-        let c = config(1);
-        let refused = [
-            (NodeRole::Leader, epoch(1, false)),   // single -> leader
-            (NodeRole::Follower, epoch(1, false)), // single -> follower
-            (NodeRole::Single, epoch(1, true)),    // leader -> single
-            (NodeRole::Single, epoch(2, true)),    // follower -> single
-            (NodeRole::Leader, epoch(2, true)),    // follower -> leader without promote
-            (NodeRole::Single, epoch(2, false)),   // another single node's log
-        ];
-        for (role, history) in refused {
-            let r = check_role(role, &c, &history);
-            assert!(
-                matches!(r, Err(TidalError::RoleMismatch { .. })),
-                "{role:?} over {history:?}: {r:?}"
-            );
-        }
-    }
-}
+#[path = "core_tests.rs"]
+mod tests;

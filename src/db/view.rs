@@ -71,4 +71,19 @@ impl View {
             .unwrap_or_else(PoisonError::into_inner);
         apply(&mut g);
     }
+
+    /// Replaces the whole state (a divergence cut rebuilt it): the
+    /// unpublished copy first, which is then published, then the other.
+    /// Readers never see a mix. Only the group committer's holder calls this.
+    pub(crate) fn replace(&self, state: State) {
+        let old = self.published.load(Ordering::Acquire);
+        let new = 1 - old;
+        *self.copies[new]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = state.clone();
+        self.published.store(new, Ordering::Release);
+        *self.copies[old]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = state;
+    }
 }

@@ -368,20 +368,7 @@ pub(crate) fn start_follower(
     transport: Arc<dyn Transport>,
     handle: &tokio::runtime::Handle,
 ) -> Result<ReplicationTasks> {
-    let config = core.config();
-    let last = core.view.read(|s| s.applied());
-    let hist = history(core);
-    let highest_epoch = hist.last().map_or(Epoch(0), |(e, _)| *e);
-    let mut receiver = Receiver::new(ReceiverConfig {
-        node: config.node_id,
-        fingerprint: core.meta.fingerprint(),
-        shard: config.cluster.shard_id,
-        history: hist,
-        last,
-        highest_epoch,
-        timeout_ms: TIMEOUT_MS,
-        hlc_floor: core.hlc.last(),
-    });
+    let mut receiver = Receiver::new(receiver_config(core));
     let weak = Arc::downgrade(core);
     let task = handle.spawn(async move {
         let mut backoff_ms = 10;
@@ -441,6 +428,24 @@ pub(crate) fn start_follower(
     })
 }
 
+/// A receiver's view of the follower's log as it stands.
+fn receiver_config(core: &Core) -> ReceiverConfig {
+    let config = core.config();
+    let last = core.view.read(|s| s.applied());
+    let hist = history(core);
+    let highest_epoch = hist.last().map_or(Epoch(0), |(e, _)| *e);
+    ReceiverConfig {
+        node: config.node_id,
+        fingerprint: core.meta.fingerprint(),
+        shard: config.cluster.shard_id,
+        history: hist,
+        last,
+        highest_epoch,
+        timeout_ms: TIMEOUT_MS,
+        hlc_floor: core.hlc.last(),
+    }
+}
+
 fn now_of(core: &Weak<Core>) -> u64 {
     core.upgrade().map_or(0, |c| c.config().clock.now_ms())
 }
@@ -471,11 +476,34 @@ async fn follow(
             Ok(more)
         }
         ReceiverOutput::Truncate { to } => {
-            tracing::error!(
+            let Some(c) = core.upgrade() else {
+                return Err(TidalError::Closed);
+            };
+            let cutter = c.clone();
+            let cut = match tokio::task::spawn_blocking(move || cutter.cut_log_after(to))
+                .await
+                .map_err(|_| TidalError::Closed)?
+            {
+                Ok(cut) => cut,
+                Err(e) => {
+                    // The receiver already counts the log as cut: start it
+                    // over from the log as it is, so the next hello tells
+                    // the truth and the handshake asks for the cut again.
+                    tracing::error!(to = to.0, error = %e, "the divergence cut failed");
+                    *receiver = Receiver::new(receiver_config(&c));
+                    return Err(e);
+                }
+            };
+            tracing::warn!(
                 to = to.0,
-                "the leader asks to cut this log; divergence cuts are not implemented yet"
+                epoch = %cut.epoch,
+                first = cut.first.0,
+                last = cut.last.0,
+                bytes = cut.batches.len(),
+                path = %cut.path.display(),
+                "diverged from the leader: cut the log and kept the suffix for reconciliation"
             );
-            Err(TidalError::Closed)
+            Ok(receiver.diverged_ready(cut.epoch, cut.first, cut.batches))
         }
         ReceiverOutput::InstallSnapshot { .. } => {
             tracing::error!(

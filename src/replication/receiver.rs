@@ -337,9 +337,6 @@ impl Receiver {
     /// `diverged/`: send them to the leader and say hello again. Outside a
     /// cut (the connection dropped meanwhile) nothing is sent; the suffix
     /// stays in `diverged/`.
-    // Driven by the simulation tests; the node layer does not cut logs or
-    // install snapshots yet (replication issue, open).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn diverged_ready(
         &mut self,
         epoch: Epoch,
@@ -363,8 +360,8 @@ impl Receiver {
 
     /// The I/O layer installed a snapshot ending at `last` with the epoch
     /// history it holds: the log now resumes after it. Says hello again.
-    // Driven by the simulation tests; the node layer does not cut logs or
-    // install snapshots yet (replication issue, open).
+    // Driven by the simulation tests; the node layer does not install
+    // snapshots yet (replication issue, open).
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn snapshot_installed(
         &mut self,

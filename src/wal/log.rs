@@ -18,7 +18,8 @@ use crate::wal::format::{BATCH_HEADER_LEN, BatchMeta, Schema, decode_header};
 use crate::wal::record::Record;
 use crate::wal::recovery::recover;
 use crate::wal::segment::{
-    SEGMENT_HEADER_LEN, SPARE_NAME, adopt_spare, create_segment, create_spare, wal_dir,
+    CUT_CHUNK_BYTES, SEGMENT_HEADER_LEN, SPARE_NAME, adopt_spare, create_segment, create_spare,
+    cut_offset, wal_dir, zero_fill,
 };
 
 /// How to open the log of one shard.
@@ -318,6 +319,70 @@ impl Wal {
         Ok(freed_bytes)
     }
 
+    /// Cuts the log after `to` (a divergence cut): every record above `to`
+    /// leaves the log and appending continues at `to + 1`. `to` must end a
+    /// batch (else `Corruption`, and nothing is changed); a log ending at or
+    /// before `to` is left as it is.
+    ///
+    /// Crash-safe order: later segments are removed newest first (directory
+    /// synced), so a crash leaves a shorter but contiguous log; then the
+    /// segment holding `to` is zero-filled from the cut to its end, from the
+    /// end backwards one synced chunk at a time, so a crash leaves at worst
+    /// a torn tail that recovery cuts and reports.
+    pub fn truncate_after(&mut self, to: SeqNo) -> Result<()> {
+        if to.next() >= self.next_seqno {
+            return Ok(());
+        }
+        let Some(idx) = self
+            .segments
+            .iter()
+            .rposition(|s| s.first_seqno <= to.next())
+        else {
+            return Err(TidalError::corruption(
+                &self.dir,
+                0,
+                format!("cannot cut the log after SeqNo {to}: it is older than the retained log"),
+            ));
+        };
+        let path = self.segments[idx].path.clone();
+        let file = self
+            .storage
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(|e| TidalError::io("open segment", &path, e))?;
+        let offset = cut_offset(file.as_ref(), &path, self.segments[idx].first_seqno, to)?;
+        let len = file
+            .len()
+            .map_err(|e| TidalError::io("stat segment", &path, e))?;
+        let later: Vec<SegmentInfo> = self.segments.drain(idx + 1..).collect();
+        for info in later.iter().rev() {
+            self.storage
+                .remove_file(&info.path)
+                .map_err(|e| TidalError::io("remove segment", &info.path, e))?;
+        }
+        if !later.is_empty() {
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(|e| TidalError::io("sync dir", &self.dir, e))?;
+        }
+        let mut end = len;
+        while end > offset {
+            let start = end.saturating_sub(CUT_CHUNK_BYTES).max(offset);
+            zero_fill(file.as_ref(), &path, start, end)?;
+            file.sync_data()
+                .map_err(|e| TidalError::io("sync segment", &path, e))?;
+            end = start;
+        }
+        self.current = Some(Current {
+            path,
+            file,
+            end_offset: offset,
+            seg_next: to.next(),
+            has_batches: offset > SEGMENT_HEADER_LEN as u64,
+        });
+        self.next_seqno = to.next();
+        Ok(())
+    }
+
     /// Bytes appended since open, for snapshot scheduling.
     #[cfg(test)]
     pub fn bytes_since_open(&self) -> u64 {
@@ -485,3 +550,7 @@ mod tests;
 #[cfg(test)]
 #[path = "log_model_tests.rs"]
 mod model_tests;
+
+#[cfg(test)]
+#[path = "log_cut_tests.rs"]
+mod cut_tests;

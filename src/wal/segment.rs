@@ -27,6 +27,7 @@ use crate::codec::{DecodeError, Put, Reader};
 use crate::error::{Result, TidalError};
 use crate::storage::{OpenMode, Storage, StorageFile};
 use crate::types::{SeqNo, ShardId};
+use crate::wal::format::{BATCH_HEADER_LEN, decode_header};
 
 /// Length of a segment file header in bytes.
 pub const SEGMENT_HEADER_LEN: usize = 32;
@@ -231,6 +232,63 @@ pub fn zero_fill(file: &dyn StorageFile, path: &Path, from: u64, to: u64) -> Res
         offset += n as u64;
     }
     Ok(())
+}
+
+/// Bytes zero-filled (and synced) per step when the log is cut.
+pub const CUT_CHUNK_BYTES: u64 = 1 << 20;
+
+/// Where the batch starting at `to + 1` begins in the segment at `path`
+/// (whose first SeqNo is `first`): a batch boundary, else `Corruption`.
+pub fn cut_offset(file: &dyn StorageFile, path: &Path, first: SeqNo, to: SeqNo) -> Result<u64> {
+    let len = file
+        .len()
+        .map_err(|e| TidalError::io("stat segment", path, e))?;
+    let mut offset = SEGMENT_HEADER_LEN as u64;
+    let mut next = first;
+    let mut header = [0u8; BATCH_HEADER_LEN];
+    while next <= to {
+        let missing = || {
+            TidalError::corruption(
+                path,
+                offset,
+                format!("cannot cut after SeqNo {to}: the segment ends at SeqNo {next} - 1"),
+            )
+        };
+        if offset + BATCH_HEADER_LEN as u64 > len {
+            return Err(missing());
+        }
+        file.read_exact_at(&mut header, offset)
+            .map_err(|e| TidalError::io("read segment", path, e))?;
+        if header.iter().all(|&b| b == 0) {
+            return Err(missing());
+        }
+        let (meta, payload_len, _) =
+            decode_header(&header).map_err(|e| TidalError::corruption(path, offset, e.reason))?;
+        if meta.first_seqno != next {
+            return Err(TidalError::corruption(
+                path,
+                offset,
+                format!(
+                    "batch starts at SeqNo {}, expected {next}",
+                    meta.first_seqno
+                ),
+            ));
+        }
+        if meta.last_seqno() > to {
+            return Err(TidalError::corruption(
+                path,
+                offset,
+                format!(
+                    "cannot cut after SeqNo {to}: batch {}..={} holds it (not a batch boundary)",
+                    meta.first_seqno,
+                    meta.last_seqno()
+                ),
+            ));
+        }
+        offset += BATCH_HEADER_LEN as u64 + u64::from(payload_len);
+        next = meta.last_seqno().next();
+    }
+    Ok(offset)
 }
 
 #[cfg(test)]

@@ -1,0 +1,72 @@
+//! Unit tests of the role checks in `core.rs`.
+use super::*;
+use crate::types::NodeId;
+use std::time::Duration;
+
+fn config(node: u64) -> Config {
+    Config::builder("/db")
+        .signal_type("like", Duration::from_secs(60))
+        .node_id(NodeId(node))
+        .build()
+        .expect("config")
+}
+
+fn epoch(leader: u64, replicated: bool) -> Vec<EpochEntry> {
+    vec![EpochEntry {
+        epoch: Epoch(3),
+        start: SeqNo(10),
+        leader_node: NodeId(leader),
+        replicated,
+    }]
+}
+
+#[test]
+fn a_new_log_opens_in_any_role_at_epoch_one() {
+    for role in [NodeRole::Single, NodeRole::Leader, NodeRole::Follower] {
+        assert_eq!(
+            check_role(role, &config(1), &[]).expect("new"),
+            Epoch::FIRST
+        );
+    }
+}
+
+#[test]
+fn a_node_reopens_in_its_role_and_a_leader_may_be_demoted() {
+    let c = config(1);
+    assert_eq!(
+        check_role(NodeRole::Single, &c, &epoch(1, false)).expect("single"),
+        Epoch(3)
+    );
+    assert_eq!(
+        check_role(NodeRole::Leader, &c, &epoch(1, true)).expect("leader"),
+        Epoch(3)
+    );
+    assert_eq!(
+        check_role(NodeRole::Follower, &c, &epoch(2, true)).expect("follower"),
+        Epoch(3)
+    );
+    assert_eq!(
+        check_role(NodeRole::Follower, &c, &epoch(1, true)).expect("demotion"),
+        Epoch(3)
+    );
+}
+
+#[test]
+fn every_other_transition_is_a_role_mismatch() {
+    let c = config(1);
+    let refused = [
+        (NodeRole::Leader, epoch(1, false)),   // single -> leader
+        (NodeRole::Follower, epoch(1, false)), // single -> follower
+        (NodeRole::Single, epoch(1, true)),    // leader -> single
+        (NodeRole::Single, epoch(2, true)),    // follower -> single
+        (NodeRole::Leader, epoch(2, true)),    // follower -> leader without promote
+        (NodeRole::Single, epoch(2, false)),   // another single node's log
+    ];
+    for (role, history) in refused {
+        let r = check_role(role, &c, &history);
+        assert!(
+            matches!(r, Err(TidalError::RoleMismatch { .. })),
+            "{role:?} over {history:?}: {r:?}"
+        );
+    }
+}
