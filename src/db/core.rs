@@ -1,7 +1,7 @@
 //! The shared core of every role: log, state view, group committer, clock,
 //! maintenance threads.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -14,9 +14,9 @@ use crate::db::validate::Prepare;
 use crate::db::view::View;
 use crate::error::{Result, TidalError};
 use crate::meta::{self, Meta};
-use crate::snapshot::{self, Section, SnapshotHeader};
+use crate::snapshot;
 use crate::state::{EpochEntry, State, StateParams};
-use crate::storage::{Storage, StorageLock, write_file_atomic};
+use crate::storage::{Storage, StorageLock};
 use crate::types::{Epoch, Position, SeqNo};
 use crate::wal::commit::GroupCommit;
 use crate::wal::format::{BATCH_HEADER_LEN, BatchMeta, Schema, decode_records};
@@ -103,7 +103,7 @@ pub(crate) struct Core {
     pub(crate) snapshot_due: AtomicBool,
     /// A background checkpoint is spawned and not yet finished: at most one
     /// at a time, however many writes pass the threshold meanwhile.
-    checkpoint_scheduled: Arc<AtomicBool>,
+    pub(super) checkpoint_scheduled: Arc<AtomicBool>,
     /// Highest SeqNo known synced (equals the last SeqNo under `Sync`).
     pub(crate) durable_seqno: AtomicU64,
     /// The high-water mark: durable here, and on a leader acknowledged by
@@ -121,10 +121,10 @@ pub(crate) struct Core {
     durable_hook: std::sync::OnceLock<DurableHook>,
     closed: AtomicBool,
     stop: Arc<Stop>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    checkpoint_lock: Mutex<()>,
-    storage: Arc<dyn Storage>,
-    data_dir: PathBuf,
+    pub(super) threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(super) checkpoint_lock: Mutex<()>,
+    pub(super) storage: Arc<dyn Storage>,
+    pub(super) data_dir: PathBuf,
     _lock: Box<dyn StorageLock>,
 }
 
@@ -514,99 +514,6 @@ impl Core {
                 .push(h),
             Err(e) => tracing::error!(error = %e, "could not start the flusher thread"),
         }
-    }
-
-    fn spawn_checkpoint(self: &Arc<Self>) {
-        let core = Arc::downgrade(self);
-        let scheduled = Arc::clone(&self.checkpoint_scheduled);
-        let spawned = std::thread::Builder::new()
-            .name("tidal-checkpoint".into())
-            .spawn(move || {
-                if let Some(core) = core.upgrade()
-                    && let Err(e) = core.checkpoint()
-                {
-                    tracing::error!(error = %e, "background checkpoint failed");
-                }
-                scheduled.store(false, Ordering::Release);
-            });
-        match spawned {
-            Ok(h) => {
-                let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
-                // Finished checkpoint threads need no join: keep the list bounded.
-                threads.retain(|t| !t.is_finished());
-                threads.push(h);
-            }
-            Err(e) => {
-                self.checkpoint_scheduled.store(false, Ordering::Release);
-                tracing::error!(error = %e, "could not start a checkpoint thread");
-            }
-        }
-    }
-
-    /// A consistent copy of the state and the sections of its snapshot.
-    fn snapshot_of_state(&self) -> Result<(SnapshotHeader, Vec<Section>)> {
-        // Cloning holds a read lock on one copy: the writer waits for it
-        // only when it next needs that copy, for the time of the clone.
-        let state = self.view.read(|s| s.clone());
-        // The snapshot must never be ahead of the durable log.
-        self.flush()?;
-        let applied = state.applied();
-        let header = SnapshotHeader {
-            shard: self.config().cluster.shard_id,
-            seqno: applied.seqno,
-            epoch: applied.epoch,
-            hlc: state.last_hlc(),
-        };
-        let sections = state
-            .encode_sections()
-            .into_iter()
-            .map(|(id, version, bytes)| Section { id, version, bytes })
-            .collect();
-        Ok((header, sections))
-    }
-
-    /// Writes a snapshot, keeps the two newest, and deletes the segments
-    /// only older snapshots needed.
-    pub(crate) fn checkpoint(&self) -> Result<SeqNo> {
-        let _one_at_a_time = self
-            .checkpoint_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.commit.with_committer(|c| c.bytes_since_snapshot = 0);
-        let (header, sections) = self.snapshot_of_state()?;
-        let path =
-            snapshot::write_snapshot(self.storage.as_ref(), &self.data_dir, &header, &sections)?;
-        tracing::info!(path = %path.display(), seqno = header.seqno.0, "snapshot written");
-        let shard = self.config().cluster.shard_id;
-        if let Some(oldest) =
-            snapshot::retain_newest(self.storage.as_ref(), &self.data_dir, shard, 2)?
-        {
-            self.commit
-                .with_committer(|c| c.wal.remove_segments_below(oldest.next()))?;
-        }
-        Ok(header.seqno)
-    }
-
-    /// Writes a consistent copy (META and a snapshot) into `dir`, which must
-    /// be missing or empty. Opening it gives the state at the returned Position.
-    pub(crate) fn backup(&self, dir: &Path) -> Result<Position> {
-        let storage = self.storage.as_ref();
-        if let Ok(entries) = storage.list_dir(dir)
-            && !entries.is_empty()
-        {
-            return Err(TidalError::io(
-                "backup into",
-                dir,
-                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "directory is not empty"),
-            ));
-        }
-        storage
-            .create_dir_all(dir)
-            .map_err(|e| TidalError::io("create dir", dir, e))?;
-        let (header, sections) = self.snapshot_of_state()?;
-        write_file_atomic(storage, &dir.join("META"), &self.meta.encode())?;
-        snapshot::write_snapshot(storage, dir, &header, &sections)?;
-        Ok(Position::new(header.epoch, header.seqno))
     }
 
     /// Stops the maintenance threads and syncs the log. Idempotent.

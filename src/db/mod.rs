@@ -16,6 +16,7 @@ use crate::types::{Epoch, Position, SeqNo};
 mod any;
 pub(crate) mod batch;
 pub(crate) mod core;
+mod maintenance;
 mod read;
 pub(crate) mod sequencer;
 pub(crate) mod validate;

@@ -28,6 +28,8 @@ use super::transport::{
 use crate::error::{Result, TidalError};
 
 mod auth;
+#[cfg(test)]
+mod connect_tests;
 mod frame;
 #[cfg(test)]
 mod tests;

@@ -392,4 +392,6 @@ impl SignalStore {
 }
 
 #[cfg(test)]
+mod measure;
+#[cfg(test)]
 mod tests;

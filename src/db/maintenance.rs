@@ -1,0 +1,110 @@
+//! Maintenance: checkpoints (snapshots plus log retention) and backups.
+//!
+//! A snapshot is taken from a clone of the published state copy, so writers
+//! wait only while the clone is made (the writer needs that copy for its
+//! second apply); encoding and I/O happen off the commit path.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+
+use crate::db::core::Core;
+use crate::error::{Result, TidalError};
+use crate::snapshot::{self, Section, SnapshotHeader};
+use crate::storage::write_file_atomic;
+use crate::types::{Position, SeqNo};
+
+impl Core {
+    pub(super) fn spawn_checkpoint(self: &Arc<Self>) {
+        let core = Arc::downgrade(self);
+        let scheduled = Arc::clone(&self.checkpoint_scheduled);
+        let spawned = std::thread::Builder::new()
+            .name("tidal-checkpoint".into())
+            .spawn(move || {
+                if let Some(core) = core.upgrade()
+                    && let Err(e) = core.checkpoint()
+                {
+                    tracing::error!(error = %e, "background checkpoint failed");
+                }
+                scheduled.store(false, Ordering::Release);
+            });
+        match spawned {
+            Ok(h) => {
+                let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+                // Finished checkpoint threads need no join: keep the list bounded.
+                threads.retain(|t| !t.is_finished());
+                threads.push(h);
+            }
+            Err(e) => {
+                self.checkpoint_scheduled.store(false, Ordering::Release);
+                tracing::error!(error = %e, "could not start a checkpoint thread");
+            }
+        }
+    }
+
+    /// A consistent copy of the state and the sections of its snapshot.
+    fn snapshot_of_state(&self) -> Result<(SnapshotHeader, Vec<Section>)> {
+        // Cloning holds a read lock on one copy: the writer waits for it
+        // only when it next needs that copy, for the time of the clone.
+        let state = self.view.read(|s| s.clone());
+        // The snapshot must never be ahead of the durable log.
+        self.flush()?;
+        let applied = state.applied();
+        let header = SnapshotHeader {
+            shard: self.config().cluster.shard_id,
+            seqno: applied.seqno,
+            epoch: applied.epoch,
+            hlc: state.last_hlc(),
+        };
+        let sections = state
+            .encode_sections()
+            .into_iter()
+            .map(|(id, version, bytes)| Section { id, version, bytes })
+            .collect();
+        Ok((header, sections))
+    }
+
+    /// Writes a snapshot, keeps the two newest, and deletes the segments
+    /// only older snapshots needed.
+    pub(crate) fn checkpoint(&self) -> Result<SeqNo> {
+        let _one_at_a_time = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.commit.with_committer(|c| c.bytes_since_snapshot = 0);
+        let (header, sections) = self.snapshot_of_state()?;
+        let path =
+            snapshot::write_snapshot(self.storage.as_ref(), &self.data_dir, &header, &sections)?;
+        tracing::info!(path = %path.display(), seqno = header.seqno.0, "snapshot written");
+        let shard = self.config().cluster.shard_id;
+        if let Some(oldest) =
+            snapshot::retain_newest(self.storage.as_ref(), &self.data_dir, shard, 2)?
+        {
+            self.commit
+                .with_committer(|c| c.wal.remove_segments_below(oldest.next()))?;
+        }
+        Ok(header.seqno)
+    }
+
+    /// Writes a consistent copy (META and a snapshot) into `dir`, which must
+    /// be missing or empty. Opening it gives the state at the returned Position.
+    pub(crate) fn backup(&self, dir: &Path) -> Result<Position> {
+        let storage = self.storage.as_ref();
+        if let Ok(entries) = storage.list_dir(dir)
+            && !entries.is_empty()
+        {
+            return Err(TidalError::io(
+                "backup into",
+                dir,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "directory is not empty"),
+            ));
+        }
+        storage
+            .create_dir_all(dir)
+            .map_err(|e| TidalError::io("create dir", dir, e))?;
+        let (header, sections) = self.snapshot_of_state()?;
+        write_file_atomic(storage, &dir.join("META"), &self.meta.encode())?;
+        snapshot::write_snapshot(storage, dir, &header, &sections)?;
+        Ok(Position::new(header.epoch, header.seqno))
+    }
+}
