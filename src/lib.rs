@@ -40,8 +40,16 @@
 //! `where R: Writable` bound, so a write on a follower does not compile and
 //! rustc says why ("`Follower` is a read-only role ..."). [`Role`] is
 //! sealed. [`AnyDb`] picks the role at run time; a follower write there
-//! returns [`TidalError::ReadOnly`]. Leader and follower opens arrive with
-//! the replication work; their read API is complete.
+//! returns [`TidalError::ReadOnly`].
+//!
+//! A leader ([`TidalDb::open_leader`]) ships its durable log, as the exact
+//! bytes of its batches, to the followers that connect over a
+//! [`Transport`]; a follower ([`TidalDb::open_follower`]) receives from the
+//! moment it is opened, appends, syncs and applies through the same function
+//! recovery uses. `wait_for` gives read-your-writes across nodes,
+//! `Durability::Replicated` waits for follower acknowledgements, and
+//! `promote(self, epoch)` turns a follower into a leader. The protocol is a
+//! sans-I/O state machine; Tokio tasks only move bytes.
 //!
 //! # Durability and the log
 //!
