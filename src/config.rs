@@ -427,7 +427,7 @@ impl Config {
 /// ```
 #[derive(Clone, Debug)]
 pub struct ConfigBuilder {
-    config: Config,
+    pub(crate) config: Config,
 }
 
 impl ConfigBuilder {

@@ -105,6 +105,7 @@
 
 pub(crate) mod codec;
 pub mod config;
+pub mod config_file;
 pub mod crdt;
 pub mod db;
 pub mod error;
