@@ -366,3 +366,34 @@ fn from_shards_checks_the_shard_layout() {
     let err = ShardedDb::from_shards(vec![one]).unwrap_err();
     assert!(matches!(err, TidalError::InvalidConfig { .. }), "{err}");
 }
+
+/// One leader per shard in one process, wrapped with `from_shards`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_per_shard_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leaders = Vec::new();
+    for n in 0..2u32 {
+        let mut c = config(&dir.path().join(format!("shard-{n}")));
+        c.cluster.role = tidal::NodeRole::Leader;
+        c.cluster.shard_id = ShardId(n);
+        c.cluster.shard_count = 2;
+        leaders.push(TidalDb::open_leader(c, tidal::InProcessTransport::new()).unwrap());
+    }
+    let db = ShardedDb::from_shards(leaders).unwrap();
+    let now = Timestamp::now();
+    for i in 0..50u64 {
+        db.signal("like", EntityId(i), (i + 1) as f64, now).unwrap();
+    }
+    for (n, shard) in db.shards().iter().enumerate() {
+        for i in 0..50u64 {
+            let here = db.shard_of(EntityId(i)) == ShardId(n as u32);
+            assert_eq!(
+                shard.read_count(EntityId(i), "like").unwrap(),
+                i64::from(here)
+            );
+        }
+    }
+    let top = db.retrieve(&Retrieve::top(3, "like", now)).unwrap();
+    assert_eq!(ids(&top), vec![49, 48, 47]);
+    db.close().unwrap();
+}
