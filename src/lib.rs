@@ -43,6 +43,16 @@
 //! returns [`TidalError::ReadOnly`]. Leader and follower opens arrive with
 //! the replication work; their read API is complete.
 //!
+//! # Sharding in one process
+//!
+//! A node serves one shard and refuses entities of another
+//! ([`TidalError::WrongShard`]). [`ShardedDb`] runs one node per shard in a
+//! process (`<data_dir>/shard-N`, or leaders handed to
+//! [`ShardedDb::from_shards`]): writes go to the owning shard
+//! ([`ShardRouter`], by entity, or by user for sessions), a `WriteBatch` is
+//! split per shard (atomic per shard), and `retrieve`/`search` merge every
+//! shard's exact top-k into the exact global top-k.
+//!
 //! # Durability and the log
 //!
 //! Every write is validated, then handed to the group committer: concurrent
