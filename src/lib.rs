@@ -51,6 +51,16 @@
 //! `promote(self, epoch)` turns a follower into a leader. The protocol is a
 //! sans-I/O state machine; Tokio tasks only move bytes.
 //!
+//! # Sharding in one process
+//!
+//! A node serves one shard and refuses entities of another
+//! ([`TidalError::WrongShard`]). [`ShardedDb`] runs one node per shard in a
+//! process (`<data_dir>/shard-N`, or leaders handed to
+//! [`ShardedDb::from_shards`]): writes go to the owning shard
+//! ([`ShardRouter`], by entity, or by user for sessions), a `WriteBatch` is
+//! split per shard (atomic per shard), and `retrieve`/`search` merge every
+//! shard's exact top-k into the exact global top-k.
+//!
 //! # Durability and the log
 //!
 //! Every write is validated, then handed to the group committer: concurrent
@@ -114,6 +124,7 @@ pub mod query;
 pub mod replication;
 pub mod role;
 pub mod shard;
+pub mod sharded;
 pub(crate) mod snapshot;
 pub(crate) mod state;
 pub mod storage;
@@ -134,6 +145,7 @@ pub use replication::tcp::{TcpOptions, TcpTransport};
 pub use replication::transport::{Connection, FrameReceiver, FrameSender, Listener, Transport};
 pub use role::{Follower, Leader, Role, Single, Writable};
 pub use shard::ShardRouter;
+pub use sharded::ShardedDb;
 pub use state::entities::{Creator, Item};
 pub use state::sessions::SessionInfo;
 pub use storage::{RealStorage, SimStorage, Storage};

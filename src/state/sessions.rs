@@ -304,7 +304,6 @@ impl SessionStore {
     }
 
     /// The user's hard negatives, sorted so the output is deterministic.
-    #[cfg(test)]
     pub fn hard_negatives(&self, user: UserId) -> Vec<EntityId> {
         let mut v: Vec<EntityId> = self
             .users
