@@ -125,7 +125,8 @@ pub(crate) struct Core {
     pub(super) checkpoint_lock: Mutex<()>,
     pub(super) storage: Arc<dyn Storage>,
     pub(super) data_dir: PathBuf,
-    _lock: Box<dyn StorageLock>,
+    /// The directory lock, released by `shutdown` once the log is closed.
+    lock: Mutex<Option<Box<dyn StorageLock>>>,
 }
 
 fn params(config: &Config) -> StateParams {
@@ -305,7 +306,7 @@ impl Core {
             checkpoint_lock: Mutex::new(()),
             storage,
             data_dir: dir,
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         });
         // A new writable database opens epoch 1; a new follower's history
         // comes from its leader.
@@ -539,7 +540,20 @@ impl Core {
                 let _ = t.join();
             }
         }
-        self.flush()
+        // Sync, then close the log under the committer: a task still holding
+        // the core (a replicated append on the blocking pool) can no longer
+        // touch the log, so the directory lock is released now and an
+        // immediate reopen does not find it held.
+        let synced = self.commit.with_committer(|c| {
+            let synced = if c.closed { Ok(()) } else { c.sync(self) };
+            c.closed = true;
+            synced
+        });
+        self.lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        synced
     }
 }
 

@@ -67,11 +67,7 @@ impl Core {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         self.commit.with_committer(|c| {
-            if let Some(cause) = &c.poisoned {
-                return Err(TidalError::Poisoned {
-                    cause: cause.clone(),
-                });
-            }
+            c.check_writable()?;
             let cut = self.keep_suffix(to)?;
             self.drop_snapshots_above(to)?;
             if let Err(e) = self.cut_and_rebuild(c, to) {

@@ -70,3 +70,37 @@ fn every_other_transition_is_a_role_mismatch() {
         );
     }
 }
+
+#[test]
+fn shutdown_closes_the_log_and_releases_the_lock_while_a_straggler_holds_the_core() {
+    let storage = std::sync::Arc::new(crate::storage::SimStorage::default());
+    let cfg = Config {
+        storage: storage.clone(),
+        ..config(1)
+    };
+    let core = Core::open(cfg.clone(), NodeRole::Single).expect("open");
+    // A task still holding the core (say, a replicated append on the
+    // blocking pool) must not keep the directory locked once it is closed.
+    let straggler = core.clone();
+    core.shutdown().expect("shutdown");
+    let reopened =
+        Core::open(cfg, NodeRole::Single).expect("reopen while a straggler holds the old core");
+    let signal = Record::Signal {
+        signal_type: 0,
+        entity: crate::types::EntityId(1),
+        weight: 1.0,
+        at: crate::types::Timestamp(0),
+    };
+    // The straggler can no longer touch the log the new open owns.
+    let r = straggler.commit.with_committer(|c| {
+        c.commit(
+            &straggler,
+            straggler.hlc.now(),
+            std::slice::from_ref(&signal),
+            |_| {},
+        )
+    });
+    assert!(matches!(r, Err(TidalError::Closed)), "{r:?}");
+    assert!(matches!(straggler.flush(), Err(TidalError::Closed)));
+    reopened.shutdown().expect("shutdown");
+}

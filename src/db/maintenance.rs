@@ -80,8 +80,10 @@ impl Core {
         if let Some(oldest) =
             snapshot::retain_newest(self.storage.as_ref(), &self.data_dir, shard, 2)?
         {
-            self.commit
-                .with_committer(|c| c.wal.remove_segments_below(oldest.next()))?;
+            self.commit.with_committer(|c| {
+                c.check_writable()?;
+                c.wal.remove_segments_below(oldest.next())
+            })?;
         }
         Ok(header.seqno)
     }

@@ -36,6 +36,10 @@ pub(crate) struct Committer {
     pub(crate) durability: Durability,
     /// Set by a failed write or sync: later writes are refused until reopen.
     pub(crate) poisoned: Option<String>,
+    /// Set by shutdown once the log is synced: nothing touches the log
+    /// after it, so the directory lock can be released even while a
+    /// straggling task still holds the core.
+    pub(crate) closed: bool,
     /// Log bytes appended since the last snapshot.
     pub(crate) bytes_since_snapshot: u64,
     /// The last batch appended (durable once `sync` returns).
@@ -54,10 +58,25 @@ impl Committer {
             epoch,
             durability,
             poisoned: None,
+            closed: false,
             bytes_since_snapshot: 0,
             last_appended: Position::default(),
             buf: Vec::with_capacity(64 << 10),
         }
+    }
+
+    /// Whether the log may be written: `Closed` after shutdown, `Poisoned`
+    /// after a failed write or sync.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.closed {
+            return Err(TidalError::Closed);
+        }
+        if let Some(cause) = &self.poisoned {
+            return Err(TidalError::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        Ok(())
     }
 
     fn poison(&mut self, e: &TidalError) -> TidalError {
@@ -69,11 +88,7 @@ impl Committer {
 
     /// Syncs the log; a failure poisons.
     pub(crate) fn sync(&mut self, core: &Core) -> Result<()> {
-        if let Some(cause) = &self.poisoned {
-            return Err(TidalError::Poisoned {
-                cause: cause.clone(),
-            });
-        }
+        self.check_writable()?;
         let start = Instant::now();
         match self.wal.sync() {
             Ok(()) => {
@@ -93,11 +108,7 @@ impl Committer {
         meta: &BatchMeta,
         bytes: &[u8],
     ) -> Result<()> {
-        if let Some(cause) = &self.poisoned {
-            return Err(TidalError::Poisoned {
-                cause: cause.clone(),
-            });
-        }
+        self.check_writable()?;
         if let Err(e) = self.wal.append(meta, bytes) {
             return Err(self.poison(&e));
         }
@@ -116,11 +127,7 @@ impl Committer {
         records: &[Record],
         acknowledge: impl FnOnce(&BatchMeta),
     ) -> Result<BatchMeta> {
-        if let Some(cause) = &self.poisoned {
-            return Err(TidalError::Poisoned {
-                cause: cause.clone(),
-            });
-        }
+        self.check_writable()?;
         let meta = BatchMeta {
             shard: self.shard,
             first_seqno: self.wal.next_seqno(),
@@ -158,15 +165,12 @@ pub(crate) fn process(
     group: Vec<(Ticket, Request)>,
     publisher: &Publisher<'_, Committer, Request, CommitResult>,
 ) {
-    if let Some(cause) = &c.poisoned {
-        publisher.publish(group.into_iter().map(|(t, _)| {
-            (
-                t,
-                Err(TidalError::Poisoned {
-                    cause: cause.clone(),
-                }),
-            )
-        }));
+    if c.check_writable().is_err() {
+        publisher.publish(
+            group
+                .into_iter()
+                .map(|(t, _)| (t, c.check_writable().map(|()| Position::default()))),
+        );
         return;
     }
     let config = core.prepare.config();
