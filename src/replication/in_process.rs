@@ -33,11 +33,20 @@ const PENDING_CONNECTIONS: usize = 64;
 /// a slow receiver slows its sender down. Dropping either end of a
 /// connection ends the other side's `recv` with `Ok(None)`.
 ///
-/// ```ignore
+/// ```
+/// use bytes::Bytes;
+/// use tidal::{InProcessTransport, Transport};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let transport = InProcessTransport::new();
 /// let mut listener = transport.listen().await?;
 /// let follower = transport.connect().await?;
 /// let leader_end = listener.accept().await?;
+/// let (mut to_leader, _) = follower.split();
+/// let (_, mut from_follower) = leader_end.split();
+/// to_leader.send(Bytes::from_static(b"hello")).await?;
+/// assert_eq!(from_follower.recv().await?, Some(Bytes::from_static(b"hello")));
+/// # Ok::<(), tidal::TidalError>(())
+/// # }).unwrap();
 /// ```
 #[derive(Debug)]
 pub struct InProcessTransport {

@@ -153,9 +153,15 @@ enum Side {
 /// `host:port` strings resolved at each bind or connect, so a leader's DNS
 /// name may move between attempts.
 ///
-/// ```ignore
+/// ```
+/// use tidal::{TcpOptions, TcpTransport};
+/// let secret = b"a shared cluster secret, 16+ bytes";
 /// let leader = TcpTransport::listener("0.0.0.0:7400", secret, TcpOptions::default())?;
 /// let follower = TcpTransport::connector("leader:7400", secret, TcpOptions::default())?;
+/// // A secret shorter than 16 bytes is refused.
+/// assert!(TcpTransport::connector("leader:7400", b"short", TcpOptions::default()).is_err());
+/// # let _ = (leader, follower);
+/// # Ok::<(), tidal::TidalError>(())
 /// ```
 pub struct TcpTransport {
     side: Side,
