@@ -6,6 +6,8 @@
 //! bit-identical, and byte-identical batches. Several seeds; the fault
 //! pattern of each connection follows from the seed.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,9 +17,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tidal::{
-    ClusterConfig, Config, Connection, Durability, EntityId, FrameReceiver, FrameSender,
-    InProcessTransport, Listener, NodeId, NodeRole, Result, Retrieve, TidalDb, Timestamp,
-    Transport, WriteBatch,
+    Connection, EntityId, FrameReceiver, FrameSender, InProcessTransport, Listener, NodeRole,
+    Result, Retrieve, TidalDb, Timestamp, Transport, WriteBatch,
 };
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -207,44 +208,6 @@ impl FrameReceiver for FaultyReceiver {
     }
 }
 
-fn config(dir: &std::path::Path, node: u64, role: NodeRole) -> Config {
-    Config::builder(dir)
-        .signal_type("like", Duration::from_secs(3_600))
-        .signal_type("view", Duration::from_secs(600))
-        .node_id(NodeId(node))
-        .cluster(ClusterConfig {
-            role,
-            ..ClusterConfig::default()
-        })
-        .durability(Durability::Sync)
-        .segment_bytes(1 << 20)
-        .build()
-        .unwrap()
-}
-
-/// Every segment file's batch bytes, concatenated in SeqNo order (segment
-/// boundaries may differ between nodes; the batch sequence may not).
-fn batch_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let wal = dir.join("wal/shard-00000");
-    let mut names: Vec<_> = std::fs::read_dir(&wal)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".seg"))
-        .collect();
-    names.sort();
-    let mut out = Vec::new();
-    for n in names {
-        let bytes = std::fs::read(wal.join(n)).unwrap();
-        let mut o = 32;
-        while o + 48 <= bytes.len() && bytes[o..o + 4] == *b"TDB2" {
-            let len = 48 + u32::from_le_bytes(bytes[o + 40..o + 44].try_into().unwrap()) as usize;
-            out.extend_from_slice(&bytes[o..o + len]);
-            o += len;
-        }
-    }
-    out
-}
-
 const ENTITIES: u64 = 1_000;
 
 /// One run: a leader, a follower behind the faulty transport, `batches`
@@ -258,9 +221,10 @@ async fn run(seed: u64, batches: u64) {
         seed,
         faults: faults.clone(),
     });
-    let leader = TidalDb::open_leader(config(ld.path(), 1, NodeRole::Leader), inner).unwrap();
+    let leader =
+        TidalDb::open_leader(common::config(ld.path(), 1, NodeRole::Leader), inner).unwrap();
     let follower =
-        TidalDb::open_follower(config(fd.path(), 2, NodeRole::Follower), faulty).unwrap();
+        TidalDb::open_follower(common::config(fd.path(), 2, NodeRole::Follower), faulty).unwrap();
     let now = Timestamp::now();
     let mut rng = Rng(seed.wrapping_mul(7) ^ 0x5EED);
     let mut last = leader.last_position();
@@ -333,10 +297,10 @@ async fn run(seed: u64, batches: u64) {
         "seed {seed}: the follower never had to reconnect: {faults:?}"
     );
     leader.flush().unwrap();
-    let leader_bytes = batch_bytes(ld.path());
+    let leader_bytes = common::batch_bytes(ld.path());
     drop(follower);
     drop(leader);
-    let follower_bytes = batch_bytes(fd.path());
+    let follower_bytes = common::batch_bytes(fd.path());
     assert_eq!(follower_bytes.len(), leader_bytes.len(), "seed {seed}");
     assert!(
         follower_bytes == leader_bytes,

@@ -6,6 +6,8 @@
 //! one would shrink it), and its log holds exactly the leader's batch bytes
 //! for the same SeqNos.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,29 +38,6 @@ fn config(dir: &std::path::Path, node: u64, role: NodeRole) -> Config {
         .segment_bytes(1 << 20)
         .build()
         .unwrap()
-}
-
-/// Every segment file's batch bytes, concatenated in SeqNo order (segment
-/// boundaries may differ between nodes; the batch sequence may not).
-fn batch_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let wal = dir.join("wal/shard-00000");
-    let mut names: Vec<_> = std::fs::read_dir(&wal)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".seg"))
-        .collect();
-    names.sort();
-    let mut out = Vec::new();
-    for n in names {
-        let bytes = std::fs::read(wal.join(n)).unwrap();
-        let mut o = 32;
-        while o + 48 <= bytes.len() && bytes[o..o + 4] == *b"TDB2" {
-            let len = 48 + u32::from_le_bytes(bytes[o + 40..o + 44].try_into().unwrap()) as usize;
-            out.extend_from_slice(&bytes[o..o + len]);
-            o += len;
-        }
-    }
-    out
 }
 
 fn entity(b: u64, i: u64) -> EntityId {
@@ -178,10 +157,10 @@ async fn a_killed_follower_resumes_with_no_lost_and_no_doubly_applied_record() {
     }
 
     leader.flush().unwrap();
-    let leader_bytes = batch_bytes(ld.path());
+    let leader_bytes = common::batch_bytes(ld.path());
     drop(follower);
     drop(leader);
-    let follower_bytes = batch_bytes(fd.path());
+    let follower_bytes = common::batch_bytes(fd.path());
     assert_eq!(
         follower_bytes.len(),
         leader_bytes.len(),

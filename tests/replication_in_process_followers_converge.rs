@@ -4,6 +4,8 @@
 //! bytes of the leader's batches for the same SeqNos. Writes on a follower
 //! through `AnyDb` are `ReadOnly`.
 
+mod common;
+
 use std::time::Duration;
 
 use tidal::{
@@ -24,29 +26,6 @@ fn config(dir: &std::path::Path, node: u64, role: NodeRole, durability: Durabili
         .segment_bytes(1 << 20)
         .build()
         .unwrap()
-}
-
-/// Every segment file's batch bytes, concatenated in SeqNo order (segment
-/// boundaries may differ between nodes; the batch sequence may not).
-fn batch_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let wal = dir.join("wal/shard-00000");
-    let mut names: Vec<_> = std::fs::read_dir(&wal)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".seg"))
-        .collect();
-    names.sort();
-    let mut out = Vec::new();
-    for n in names {
-        let bytes = std::fs::read(wal.join(n)).unwrap();
-        let mut o = 32;
-        while o + 48 <= bytes.len() && bytes[o..o + 4] == *b"TDB2" {
-            let len = 48 + u32::from_le_bytes(bytes[o + 40..o + 44].try_into().unwrap()) as usize;
-            out.extend_from_slice(&bytes[o..o + len]);
-            o += len;
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,15 +105,15 @@ async fn two_followers_reach_the_leader_and_hold_its_exact_batches() {
     assert_eq!(any.last_position(), before);
     let f1 = any.into_follower().unwrap();
     leader.flush().unwrap();
-    let leader_bytes = batch_bytes(ld.path());
+    let leader_bytes = common::batch_bytes(ld.path());
     drop((f1, f2, leader));
     assert_eq!(
-        batch_bytes(f1d.path()),
+        common::batch_bytes(f1d.path()),
         leader_bytes,
         "follower 1 log bytes"
     );
     assert_eq!(
-        batch_bytes(f2d.path()),
+        common::batch_bytes(f2d.path()),
         leader_bytes,
         "follower 2 log bytes"
     );

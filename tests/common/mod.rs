@@ -1,7 +1,7 @@
 //! Helpers shared by the replication scenario tests: configs, reading the
 //! batches a node's log holds, and writing an `EpochStart` into a stopped
-//! node's log (how these tests stand in for `promote`, which does not
-//! exist yet, and for a leader of an epoch that never reached this node).
+//! node's log (how these tests stand in for a leader of an epoch that never
+//! reached this node).
 #![allow(dead_code)]
 
 use std::io::{Seek, SeekFrom, Write};
