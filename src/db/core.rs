@@ -104,8 +104,6 @@ pub(crate) struct Core {
     /// A background checkpoint is spawned and not yet finished: at most one
     /// at a time, however many writes pass the threshold meanwhile.
     pub(super) checkpoint_scheduled: Arc<AtomicBool>,
-    /// Highest SeqNo known synced (equals the last SeqNo under `Sync`).
-    pub(crate) durable_seqno: AtomicU64,
     /// The high-water mark: durable here, and on a leader acknowledged by
     /// the followers `Durability::Replicated` asks for. Never goes back.
     hwm: Mutex<SeqNo>,
@@ -293,7 +291,6 @@ impl Core {
             meta,
             snapshot_due: AtomicBool::new(false),
             checkpoint_scheduled: Arc::new(AtomicBool::new(false)),
-            durable_seqno: AtomicU64::new(next.0.saturating_sub(1)),
             hwm: Mutex::new(SeqNo(next.0.saturating_sub(1))),
             hwm_changed: Condvar::new(),
             fenced: Mutex::new(None),
@@ -367,7 +364,6 @@ impl Core {
 
     /// Called (under the committer) when the log is durable up to `p`.
     pub(crate) fn on_durable(&self, p: Position) {
-        self.durable_seqno.fetch_max(p.seqno.0, Ordering::AcqRel);
         match self.durable_hook.get() {
             Some(hook) => (hook.0)(p),
             // Without followers, durable here is the high-water mark.

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::PoisonError;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
@@ -181,7 +180,6 @@ impl Core {
             c.epoch = e.epoch;
         }
         self.view.replace(state);
-        self.durable_seqno.store(to.0, Ordering::Release);
         self.applied_tx.send_replace(applied);
         Ok(())
     }
