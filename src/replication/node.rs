@@ -284,11 +284,21 @@ pub(crate) fn start_leader(
     let mut tasks = Vec::new();
     let acceptor = shared.clone();
     tasks.push(handle.spawn(async move {
-        let mut listener = match transport.listen().await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "the leader cannot listen for followers");
-                return;
+        // Retried while the database lives: a previous leader on the same
+        // transport (before a promotion) releases its listener only when its
+        // aborted task is dropped, and a TCP port may be briefly in use.
+        let mut backoff_ms = 10;
+        let mut listener = loop {
+            match transport.listen().await {
+                Ok(l) => break l,
+                Err(e) => {
+                    if acceptor.core.strong_count() == 0 {
+                        return;
+                    }
+                    tracing::warn!(error = %e, "the leader cannot listen for followers yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                    backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+                }
             }
         };
         let next_id = AtomicU64::new(1);
