@@ -226,7 +226,20 @@ pub fn write_snapshot(
     header: &SnapshotHeader,
     sections: &[Section],
 ) -> Result<PathBuf> {
-    let dir = snapshot_dir(data_dir, header.shard);
+    let bytes = encode_snapshot(header, sections);
+    write_snapshot_bytes(storage, data_dir, header.shard, header.seqno, &bytes)
+}
+
+/// Writes an encoded snapshot (checked by the caller, e.g. one received
+/// from a leader) atomically and durably, as [`write_snapshot`] does.
+pub fn write_snapshot_bytes(
+    storage: &dyn Storage,
+    data_dir: &Path,
+    shard: ShardId,
+    seqno: SeqNo,
+    bytes: &[u8],
+) -> Result<PathBuf> {
+    let dir = snapshot_dir(data_dir, shard);
     if !storage.exists(&dir) {
         storage
             .create_dir_all(&dir)
@@ -237,8 +250,8 @@ pub fn write_snapshot(
             storage.sync_dir(&d).map_err(io_err("sync dir", &d))?;
         }
     }
-    let path = snapshot_path(data_dir, header.shard, header.seqno);
-    storage::write_file_atomic(storage, &path, &encode_snapshot(header, sections))?;
+    let path = snapshot_path(data_dir, shard, seqno);
+    storage::write_file_atomic(storage, &path, bytes)?;
     Ok(path)
 }
 

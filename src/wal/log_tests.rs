@@ -438,9 +438,14 @@ fn a_log_behind_the_snapshot_continues_in_a_new_segment() {
     let (mut wal, _, seen) = open(cfg(tmp.path(), 4096), 10).unwrap();
     assert!(seen.is_empty());
     assert_eq!(wal.next_seqno(), SeqNo(11));
+    // The segment holding only records the snapshot covers is dropped, so
+    // the retained log is contiguous from the snapshot on.
+    assert!(wal.segments().is_empty());
+    assert_eq!(wal.first_retained(), SeqNo(11));
     let placed = append_all(&mut wal, &[2]);
-    assert_eq!(wal.segments().len(), 2);
-    assert_eq!(wal.segments()[1].first_seqno, SeqNo(11));
+    assert_eq!(wal.segments().len(), 1);
+    assert_eq!(wal.segments()[0].first_seqno, SeqNo(11));
+    assert_eq!(wal.first_retained(), SeqNo(11));
     drop(wal);
     let (_, _, seen) = open(cfg(tmp.path(), 4096), 10).unwrap();
     assert_eq!(seen, expected(&placed));
