@@ -137,7 +137,9 @@ pub use config::{
 };
 pub use crdt::hlc::{Hlc, HlcClock, ManualClock, PhysicalClock, SystemClock};
 pub use db::core::RecoveryReport;
-pub use db::{AnyDb, FollowerInfo, SessionEvent, Status, TidalDb, WriteBatch};
+pub use db::{
+    AnyDb, ClockSkew, DivergedSuffix, FollowerInfo, SessionEvent, Status, TidalDb, WriteBatch,
+};
 pub use error::{Result, TidalError};
 pub use query::{Filter, Retrieve, Scored, Search};
 pub use replication::in_process::InProcessTransport;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::{append_epoch_start, batch_bytes, batch_bytes_after, config, diverged, snapshots};
 use tidal::{
-    EntityId, Epoch, InProcessTransport, NodeRole, Position, TidalDb, TidalError, Timestamp,
-    WriteBatch,
+    EntityId, Epoch, InProcessTransport, NodeId, NodeRole, Position, SeqNo, TidalDb, TidalError,
+    Timestamp, WriteBatch,
 };
 
 fn batch(entities: std::ops::Range<u64>, ty: &str, weight: f64, now: Timestamp) -> WriteBatch {
@@ -108,7 +108,26 @@ async fn an_old_leader_reopened_as_follower_cuts_its_suffix_and_takes_the_new_hi
     while diverged(nd).is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(diverged(nd), vec![(name, suffix)]);
+    // The new leader names it by the node that sent it too.
+    let kept = format!("{:020}-{:020}-n1.batches", 1, a_end.seqno.0 + 1);
+    assert_eq!(diverged(nd), vec![(kept, suffix.clone())]);
+    // Both list it in status() until a reconciliation merges it: the old
+    // leader as cut from its own log, the new one as sent by node 1.
+    for (status, origin) in [(old.status(), None), (new.status(), Some(NodeId(1)))] {
+        let [held] = &status.diverged[..] else {
+            panic!("{:?}", status.diverged)
+        };
+        assert_eq!(
+            (held.epoch, held.first, held.origin, held.bytes, held.merged),
+            (
+                Epoch(1),
+                SeqNo(a_end.seqno.0 + 1),
+                origin,
+                suffix.len() as u64,
+                false
+            )
+        );
+    }
     // The snapshot holding B is gone; the one at the cut point stays.
     assert!(
         snapshots(od).iter().all(|s| *s <= a_end.seqno.0),

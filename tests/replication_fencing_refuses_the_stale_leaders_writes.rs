@@ -2,7 +2,8 @@
 //! seen a higher epoch stops taking writes with `TidalError::Fenced`, and
 //! the follower never applies its batches. The follower's newer epoch is
 //! written into its stopped log as the `EpochStart` a leader of epoch 2
-//! (node 9, never reachable here) would have shipped it.
+//! (node 9, never reachable here) would have shipped it. The epoch that
+//! fenced it is persisted: reopened as a leader it is still fenced.
 
 mod common;
 
@@ -87,6 +88,29 @@ async fn a_leader_meeting_a_follower_of_a_newer_epoch_is_fenced() {
     assert_eq!(f.read_count(EntityId(3), "like").unwrap(), 0);
     drop(f);
     let held_batches = batches(fd.path());
+    assert_eq!(leader.status().highest_epoch_seen, Epoch(2));
+
+    // Restarted as a leader, it is fenced from the start: it kept epoch 2
+    // on disk (written in the background once fenced, so wait for the file).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ld.path().join("EPOCH").exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    leader.close().unwrap();
+    let leader = TidalDb::open_leader(config(ld.path(), 1, NodeRole::Leader), t.clone()).unwrap();
+    assert_eq!(leader.status().highest_epoch_seen, Epoch(2));
+    let before = leader.last_position();
+    assert!(
+        matches!(
+            leader.signal("like", EntityId(5), 1.0, now),
+            Err(TidalError::Fenced {
+                ours: Epoch(1),
+                seen: Epoch(2)
+            })
+        ),
+        "a restarted stale leader took a write"
+    );
+    assert_eq!(leader.last_position(), before);
     assert_eq!(held_batches.last().unwrap().first, start);
     assert!(held_batches.iter().all(|b| b.last() <= start));
 }

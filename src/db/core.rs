@@ -7,6 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use self::repl::{ReplMarks, load_seen_epoch};
 use crate::config::{Config, Durability, NodeRole, duration_ms};
 use crate::crdt::hlc::HlcClock;
 use crate::db::sequencer::{CommitResult, Committer, Request, process};
@@ -112,7 +113,9 @@ pub(crate) struct Core {
     pub(crate) fenced: Mutex<Option<Epoch>>,
     /// Batches from a leader are accepted (cleared by `promote`, under the
     /// committer, so no received batch lands after the new `EpochStart`).
-    receiving: AtomicBool,
+    pub(super) receiving: AtomicBool,
+    /// Retained log start, known followers' floor, epochs seen, clock skew.
+    pub(crate) marks: ReplMarks,
     /// The last applied position, for `wait_for`.
     pub(crate) applied_tx: tokio::sync::watch::Sender<Position>,
     /// Told of every newly durable position (a leader's shipper).
@@ -265,6 +268,10 @@ impl Core {
         let hlc = HlcClock::new(config.clock.clone(), duration_ms(config.max_clock_drift));
         hlc.advance_to(state.last_hlc());
         let next = wal.next_seqno();
+        let first_retained = wal.first_retained();
+        let logged_epoch = state.epochs().iter().map(|e| e.epoch).max();
+        let seen_epoch =
+            load_seen_epoch(storage.as_ref(), &dir)?.max(logged_epoch.unwrap_or_default());
         tracing::info!(
             dir = %dir.display(),
             snapshot = ?report.snapshot,
@@ -295,6 +302,7 @@ impl Core {
             hwm_changed: Condvar::new(),
             fenced: Mutex::new(None),
             receiving: AtomicBool::new(true),
+            marks: ReplMarks::new(first_retained, seen_epoch),
             applied_tx: tokio::sync::watch::Sender::new(applied),
             durable_hook: std::sync::OnceLock::new(),
             closed: AtomicBool::new(false),
@@ -318,6 +326,11 @@ impl Core {
                 c.commit(&core, core.hlc.now(), std::slice::from_ref(&record), |_| {})?;
                 c.sync(&core)
             })?;
+        }
+        if role == NodeRole::Leader && seen_epoch > epoch {
+            // A leader once told of a newer epoch stays fenced across
+            // restarts: its writes could only diverge.
+            *core.fenced.lock().unwrap_or_else(PoisonError::into_inner) = Some(seen_epoch);
         }
         if let Durability::Periodic(interval) = config.durability {
             core.start_flusher(interval);
@@ -447,7 +460,7 @@ impl Core {
                 .view
                 .read(|s| s.epochs().iter().map(|e| e.epoch).max())
                 .unwrap_or(Epoch(0));
-            let highest = logged.max(c.epoch);
+            let highest = logged.max(c.epoch).max(self.seen_epoch());
             if epoch <= highest {
                 return Err(TidalError::StaleEpoch {
                     given: epoch,
@@ -555,6 +568,9 @@ impl Core {
 
 #[path = "core_cut.rs"]
 mod cut;
+
+#[path = "core_repl.rs"]
+pub(crate) mod repl;
 
 #[cfg(test)]
 #[path = "core_tests.rs"]

@@ -2,7 +2,7 @@
 //! past the point its leader named are kept in `diverged/`, cut from the
 //! log, and the state is rebuilt at the cut point.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::PoisonError;
 
 use bytes::Bytes;
@@ -12,7 +12,6 @@ use crate::db::sequencer::Committer;
 use crate::error::{Result, TidalError};
 use crate::snapshot;
 use crate::state::State;
-use crate::storage::{Storage, write_file_atomic};
 use crate::types::{Epoch, SeqNo};
 use crate::wal::format::{BATCH_HEADER_LEN, Schema, decode_records};
 use crate::wal::reader::read_batches;
@@ -34,20 +33,6 @@ pub(crate) struct CutSuffix {
     pub(crate) batches: Bytes,
     /// Where they are kept.
     pub(crate) path: PathBuf,
-}
-
-/// The file a cut suffix is kept in: named by the epoch and SeqNo of its
-/// first record; an existing file (an earlier, interrupted cut at the same
-/// point) is never overwritten.
-fn diverged_path(storage: &dyn Storage, dir: &Path, epoch: Epoch, first: SeqNo) -> PathBuf {
-    let base = format!("{:020}-{:020}", epoch.0, first.0);
-    let mut path = dir.join(format!("{base}.batches"));
-    let mut k = 1u32;
-    while storage.exists(&path) {
-        path = dir.join(format!("{base}.{k}.batches"));
-        k += 1;
-    }
-    path
 }
 
 impl Core {
@@ -116,17 +101,7 @@ impl Core {
         for b in &batches {
             all.extend_from_slice(&b.bytes);
         }
-        let dir = self.data_dir.join("diverged");
-        if !storage.exists(&dir) {
-            storage
-                .create_dir_all(&dir)
-                .map_err(|e| TidalError::io("create dir", &dir, e))?;
-            storage
-                .sync_dir(&self.data_dir)
-                .map_err(|e| TidalError::io("sync dir", &self.data_dir, e))?;
-        }
-        let path = diverged_path(storage, &dir, epoch, first);
-        write_file_atomic(storage, &path, &all)?;
+        let path = self.keep_diverged(epoch, first, None, &all)?;
         Ok(CutSuffix {
             epoch,
             first,

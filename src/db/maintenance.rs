@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use crate::db::core::Core;
+use crate::db::core::repl::retention_point;
 use crate::error::{Result, TidalError};
 use crate::snapshot::{self, Section, SnapshotHeader};
 use crate::storage::write_file_atomic;
@@ -80,9 +81,18 @@ impl Core {
         if let Some(oldest) =
             snapshot::retain_newest(self.storage.as_ref(), &self.data_dir, shard, 2)?
         {
+            // Segments a known follower still needs stay, up to
+            // `retention_bytes`; past that it catches up from a snapshot.
+            let floor = SeqNo(self.marks.replica_floor.load(Ordering::Acquire));
+            let budget = self.config().retention_bytes;
             self.commit.with_committer(|c| {
                 c.check_writable()?;
-                c.wal.remove_segments_below(oldest.next())
+                let below = retention_point(&c.wal.segments(), oldest.next(), floor, budget);
+                c.wal.remove_segments_below(below)?;
+                self.marks
+                    .first_retained
+                    .store(c.wal.first_retained().0, Ordering::Release);
+                Ok::<_, TidalError>(())
             })?;
         }
         Ok(header.seqno)

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::config::{Config, NodeRole};
 use crate::error::{Result, TidalError};
-use crate::replication::node::{runtime, start_follower, start_leader};
+use crate::replication::node::{runtime, start_leader};
+use crate::replication::node_follower::start_follower;
 use crate::replication::protocol::epoch_at;
 use crate::replication::transport::Transport;
 use crate::role::{Follower, Leader, Role, Single, Writable};
@@ -23,9 +24,10 @@ pub(crate) mod validate;
 pub(crate) mod view;
 mod write;
 
+pub use self::core::repl::DivergedSuffix;
 pub use any::AnyDb;
 pub use batch::WriteBatch;
-pub use read::{SessionEvent, Status};
+pub use read::{ClockSkew, SessionEvent, Status};
 
 use self::core::Core;
 

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use crate::config::NodeRole;
 use crate::db::TidalDb;
+use crate::db::core::repl::DivergedSuffix;
 use crate::db::core::{Core, RecoveryReport};
 use crate::error::{Result, TidalError};
 use crate::query::{Filter, Retrieve, Scored, Search};
@@ -98,6 +99,34 @@ pub struct Status {
     pub log_bytes: u64,
     /// What recovery did when the database opened.
     pub recovery: RecoveryReport,
+    /// The highest epoch this node has seen: logged, or told by a leader or
+    /// follower (persisted in `EPOCH`). A follower refuses leaders below it;
+    /// a leader below it is fenced.
+    pub highest_epoch_seen: Epoch,
+    /// The first SeqNo of the retained log: a follower needing older
+    /// records is sent a snapshot.
+    pub first_retained: SeqNo,
+    /// Diverged suffixes held in `diverged/` for reconciliation (cut from
+    /// this node's log, or sent to this leader by followers).
+    pub diverged: Vec<DivergedSuffix>,
+    /// Replication peers' clocks minus this node's, in ms: the last
+    /// observed and the largest magnitude since open; `None` before any
+    /// peer message. Replication never halts on skew; a follower applies
+    /// the leader's log whatever its clock says and reports it here.
+    pub clock_skew_ms: Option<ClockSkew>,
+}
+
+/// Clock skew observed against replication peers (see
+/// [`Status::clock_skew_ms`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockSkew {
+    /// The last peer message's HLC minus this node's clock, in ms
+    /// (positive: the peer is ahead).
+    pub last_ms: i64,
+    /// The largest `|skew|` seen since open, in ms.
+    pub max_abs_ms: i64,
+    /// Whether that exceeds `Config::max_clock_drift`.
+    pub beyond_max_drift: bool,
 }
 
 impl Core {
@@ -196,6 +225,14 @@ impl Core {
             segments: segments.len(),
             log_bytes: segments.iter().map(|s| s.len).sum(),
             recovery: self.recovery.clone(),
+            highest_epoch_seen: self.seen_epoch(),
+            first_retained: SeqNo(self.marks.first_retained.load(Ordering::Acquire)),
+            diverged: self.diverged(),
+            clock_skew_ms: self.marks.skew().map(|(last_ms, max_abs_ms)| ClockSkew {
+                last_ms,
+                max_abs_ms,
+                beyond_max_drift: max_abs_ms as u128 > self.config().max_clock_drift.as_millis(),
+            }),
         }
     }
 }

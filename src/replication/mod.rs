@@ -15,9 +15,11 @@
 pub mod in_process;
 pub(crate) mod message;
 pub(crate) mod node;
+pub(crate) mod node_follower;
 pub(crate) mod protocol;
 pub(crate) mod receiver;
 pub(crate) mod shipper;
+pub(crate) mod shipper_output;
 pub mod tcp;
 pub mod transport;
 

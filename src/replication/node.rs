@@ -6,7 +6,7 @@
 //! Tasks hold a `Weak` reference to the database core, so dropping the
 //! database releases its files at once; [`ReplicationTasks`] aborts them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -18,23 +18,25 @@ use tokio::task::JoinHandle;
 use crate::db::core::Core;
 use crate::error::{Result, TidalError};
 use crate::replication::message::Message;
-use crate::replication::receiver::{Receiver, ReceiverConfig, ReceiverOutput};
 use crate::replication::shipper::{
     FollowerId, FollowerStatus, Shipper, ShipperConfig, ShipperOutput,
 };
 use crate::replication::transport::{FrameSender, Transport};
-use crate::storage::write_file_atomic;
-use crate::types::{Epoch, Position, SeqNo};
+use crate::snapshot;
+use crate::storage::read_file;
+use crate::types::{Epoch, SeqNo};
 use crate::wal::reader::read_batches;
 
 /// Heartbeat interval of an idle leader (keeps lag fresh).
-const HEARTBEAT_MS: u64 = 100;
+pub(crate) const HEARTBEAT_MS: u64 = 100;
 /// Silence after which either side drops the connection.
-const TIMEOUT_MS: u64 = 5_000;
+pub(crate) const TIMEOUT_MS: u64 = 5_000;
 /// Bytes of stored batches read per step when a follower catches up.
 const READ_CHUNK_BYTES: usize = 4 << 20;
+/// Bytes of snapshot per message, far below the transport's frame cap.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// Longest pause between a follower's reconnection attempts.
-const BACKOFF_MAX_MS: u64 = 2_000;
+pub(crate) const BACKOFF_MAX_MS: u64 = 2_000;
 
 /// The replication tasks of a node; aborted when the node is dropped.
 #[derive(Debug, Default)]
@@ -44,6 +46,14 @@ pub struct ReplicationTasks {
 }
 
 impl ReplicationTasks {
+    /// A follower's: its receiver task.
+    pub(crate) fn follower(task: JoinHandle<()>) -> ReplicationTasks {
+        ReplicationTasks {
+            tasks: vec![task],
+            shipper: None,
+        }
+    }
+
     /// Followers as the leader's shipper sees them (empty elsewhere).
     pub(crate) fn followers(&self) -> Vec<FollowerStatus> {
         self.shipper
@@ -76,7 +86,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Handle> {
     Ok(handle)
 }
 
-fn history(core: &Core) -> Vec<(Epoch, SeqNo)> {
+pub(crate) fn history(core: &Core) -> Vec<(Epoch, SeqNo)> {
     core.view
         .read(|s| s.epochs().iter().map(|e| (e.epoch, e.start)).collect())
 }
@@ -85,6 +95,7 @@ fn history(core: &Core) -> Vec<(Epoch, SeqNo)> {
 enum Work {
     Frame(Bytes),
     Read { from: SeqNo, to: SeqNo },
+    Snapshot,
 }
 
 struct LeaderShared {
@@ -110,17 +121,10 @@ impl LeaderShared {
             match out {
                 ShipperOutput::Send(f, msg) => self.queue(f, Work::Frame(msg.encode())),
                 ShipperOutput::ReadFrom { f, from, to } => self.queue(f, Work::Read { from, to }),
-                ShipperOutput::SendSnapshot { f } => {
-                    // Not built yet: catching up through a snapshot. The
-                    // follower is dropped and told nothing it could misread.
-                    tracing::error!(
-                        follower = f.0,
-                        "follower is behind the retained log; snapshot shipping is not implemented"
-                    );
-                    self.disconnect(f);
-                }
+                ShipperOutput::SendSnapshot { f } => self.queue(f, Work::Snapshot),
                 ShipperOutput::StoreDiverged {
                     f,
+                    origin,
                     epoch,
                     first,
                     batches,
@@ -129,16 +133,8 @@ impl LeaderShared {
                         continue;
                     };
                     self.handle.spawn_blocking(move || {
-                        let dir = core.config().data_dir.join("diverged");
-                        let path = dir.join(format!("{:020}-{:020}.batches", epoch.0, first.0));
-                        let stored = core
-                            .config()
-                            .storage
-                            .create_dir_all(&dir)
-                            .map_err(|e| TidalError::io("create dir", &dir, e))
-                            .and_then(|()| write_file_atomic(core.config().storage.as_ref(), &path, &batches));
-                        match stored {
-                            Ok(()) => tracing::warn!(follower = f.0, path = %path.display(), "stored a diverged suffix for reconciliation"),
+                        match core.keep_diverged(epoch, first, origin, &batches) {
+                            Ok(path) => tracing::warn!(follower = f.0, path = %path.display(), "stored a diverged suffix for reconciliation"),
                             Err(e) => tracing::error!(error = %e, "could not store a diverged suffix"),
                         }
                     });
@@ -147,6 +143,12 @@ impl LeaderShared {
                     if let Some(core) = self.core.upgrade() {
                         tracing::error!(epoch = %seen, "a higher epoch exists: this leader is fenced and refuses writes");
                         *core.fenced.lock().unwrap_or_else(PoisonError::into_inner) = Some(seen);
+                        // Persisted, so a restart as leader stays fenced.
+                        self.handle.spawn_blocking(move || {
+                            if let Err(e) = core.persist_seen_epoch(seen) {
+                                tracing::error!(error = %e, "could not persist the epoch that fenced this leader");
+                            }
+                        });
                     }
                 }
                 ShipperOutput::HwmAdvanced(seqno) => {
@@ -157,6 +159,25 @@ impl LeaderShared {
                 ShipperOutput::Disconnect(f) => self.disconnect(f),
             }
         }
+    }
+
+    /// Feeds a follower's message to the shipper, with what the core knows
+    /// that the shipper needs (where the retained log starts), and passes
+    /// back what it learned (clock skew, the followers' retention floor).
+    fn on_message(&self, f: FollowerId, msg: Message, now: u64) -> Vec<ShipperOutput> {
+        let core = self.core.upgrade();
+        if let Some(c) = &core {
+            c.marks.observe_skew(msg.hlc(), now);
+        }
+        let mut shipper = self.lock();
+        if let Some(c) = &core {
+            shipper.set_first_retained(SeqNo(c.marks.first_retained.load(Ordering::Acquire)));
+        }
+        let outputs = shipper.on_message(f, msg, now);
+        if let (Some(c), Some(floor)) = (&core, shipper.retention_floor()) {
+            c.marks.replica_floor.store(floor.0, Ordering::Release);
+        }
+        outputs
     }
 
     fn queue(&self, f: FollowerId, work: Work) {
@@ -184,6 +205,7 @@ impl LeaderShared {
             let sent = match work {
                 Work::Frame(frame) => sender.send(frame).await,
                 Work::Read { from, to } => self.ship_stored(f, sender.as_mut(), from, to).await,
+                Work::Snapshot => self.ship_snapshot(f, sender.as_mut()).await,
             };
             if let Err(e) = sent {
                 tracing::warn!(follower = f.0, error = %e, "follower connection failed");
@@ -191,6 +213,58 @@ impl LeaderShared {
             }
         }
         self.disconnect(f);
+    }
+
+    /// Sends the newest snapshot as chunks of [`SNAPSHOT_CHUNK_BYTES`]: the
+    /// follower is behind the retained log. It installs the snapshot and
+    /// says hello again.
+    async fn ship_snapshot(&self, f: FollowerId, sender: &mut dyn FrameSender) -> Result<()> {
+        let Some(core) = self.core.upgrade() else {
+            return Ok(());
+        };
+        let storage = core.config().storage.clone();
+        let dir = core.config().data_dir.clone();
+        let shard = core.config().cluster.shard_id;
+        drop(core);
+        let (seqno, bytes) = tokio::task::spawn_blocking(move || {
+            let newest = snapshot::list_snapshots(storage.as_ref(), &dir, shard)?
+                .into_iter()
+                .next();
+            let Some((seqno, path)) = newest else {
+                return Err(TidalError::corruption(
+                    &dir,
+                    0,
+                    "a follower needs a snapshot, but none is on disk",
+                ));
+            };
+            Ok((seqno, Bytes::from(read_file(storage.as_ref(), &path)?)))
+        })
+        .await
+        .map_err(|_| TidalError::Closed)??;
+        tracing::info!(
+            follower = f.0,
+            seqno = seqno.0,
+            bytes = bytes.len(),
+            "sending a snapshot"
+        );
+        let total = bytes.len() as u64;
+        let mut offset = 0usize;
+        loop {
+            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(bytes.len());
+            let hlc = self.lock().stamp(self.now_ms());
+            let chunk = Message::SnapshotChunk {
+                seqno,
+                offset: offset as u64,
+                total,
+                bytes: bytes.slice(offset..end),
+                hlc,
+            };
+            sender.send(chunk.encode()).await?;
+            offset = end;
+            if offset >= bytes.len() {
+                return Ok(());
+            }
+        }
     }
 
     /// Streams the stored batches `from..=to` as the exact log bytes.
@@ -218,7 +292,7 @@ impl LeaderShared {
                 tracing::error!(
                     follower = f.0,
                     from = from.0,
-                    "stored batches are gone (retention); snapshot shipping is not implemented"
+                    "stored batches were retired meanwhile; the follower reconnects and gets a snapshot"
                 );
                 return Err(TidalError::Closed);
             };
@@ -265,7 +339,7 @@ pub(crate) fn start_leader(
         acks,
         heartbeat_ms: HEARTBEAT_MS,
         timeout_ms: TIMEOUT_MS,
-        first_retained: SeqNo(1),
+        first_retained: SeqNo(core.marks.first_retained.load(Ordering::Acquire)),
         hlc_floor: core.hlc.last(),
     });
     let shipper = Arc::new(Mutex::new(shipper));
@@ -329,7 +403,7 @@ pub(crate) fn start_leader(
                         Ok(Some(frame)) => match Message::decode(&frame) {
                             Ok(msg) => {
                                 let now = reader.now_ms();
-                                let outputs = reader.lock().on_message(f, msg, now);
+                                let outputs = reader.on_message(f, msg, now);
                                 reader.dispatch(outputs);
                             }
                             Err(e) => {
@@ -369,172 +443,4 @@ pub(crate) fn start_leader(
         tasks,
         shipper: Some(shipper),
     })
-}
-
-/// Starts a follower's receiver: connects to the leader (with capped
-/// backoff), says hello, appends and applies what it is sent, acknowledges.
-pub(crate) fn start_follower(
-    core: &Arc<Core>,
-    transport: Arc<dyn Transport>,
-    handle: &tokio::runtime::Handle,
-) -> Result<ReplicationTasks> {
-    let mut receiver = Receiver::new(receiver_config(core));
-    let weak = Arc::downgrade(core);
-    let task = handle.spawn(async move {
-        let mut backoff_ms = 10;
-        loop {
-            if weak.strong_count() == 0 {
-                return;
-            }
-            match transport.connect().await {
-                Ok(conn) => {
-                    let (mut sender, mut frames) = conn.split();
-                    let now = now_of(&weak);
-                    let mut pending: VecDeque<ReceiverOutput> = receiver.on_connect(now).into();
-                    let mut healthy = true;
-                    while healthy {
-                        // Carried out in order, including what each output
-                        // leads to (the acks after an append), before the
-                        // next frame is read.
-                        while let Some(out) = pending.pop_front() {
-                            match follow(&weak, &mut receiver, sender.as_mut(), out).await {
-                                Ok(more) => pending.extend(more),
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "follower session ends");
-                                    healthy = false;
-                                    break;
-                                }
-                            }
-                        }
-                        if !healthy {
-                            break;
-                        }
-                        match tokio::time::timeout(Duration::from_millis(HEARTBEAT_MS), frames.recv()).await {
-                            Ok(Ok(Some(frame))) => match Message::decode(&frame) {
-                                Ok(msg) => {
-                                    backoff_ms = 10;
-                                    pending.extend(receiver.on_message(msg, now_of(&weak)));
-                                }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "undecodable message from the leader");
-                                    healthy = false;
-                                }
-                            },
-                            Ok(Ok(None)) | Ok(Err(_)) => healthy = false,
-                            Err(_) => pending.extend(receiver.on_tick(now_of(&weak))),
-                        }
-                    }
-                    receiver.on_disconnect();
-                }
-                Err(e) => tracing::debug!(error = %e, "connecting to the leader failed"),
-            }
-            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-            backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
-        }
-    });
-    Ok(ReplicationTasks {
-        tasks: vec![task],
-        shipper: None,
-    })
-}
-
-/// A receiver's view of the follower's log as it stands.
-fn receiver_config(core: &Core) -> ReceiverConfig {
-    let config = core.config();
-    let last = core.view.read(|s| s.applied());
-    let hist = history(core);
-    let highest_epoch = hist.last().map_or(Epoch(0), |(e, _)| *e);
-    ReceiverConfig {
-        node: config.node_id,
-        fingerprint: core.meta.fingerprint(),
-        shard: config.cluster.shard_id,
-        history: hist,
-        last,
-        highest_epoch,
-        timeout_ms: TIMEOUT_MS,
-        hlc_floor: core.hlc.last(),
-    }
-}
-
-fn now_of(core: &Weak<Core>) -> u64 {
-    core.upgrade().map_or(0, |c| c.config().clock.now_ms())
-}
-
-/// Carries out one receiver output; returns the outputs it led to, or an
-/// error that ends the session (the loop reconnects with backoff).
-async fn follow(
-    core: &Weak<Core>,
-    receiver: &mut Receiver,
-    sender: &mut dyn FrameSender,
-    out: ReceiverOutput,
-) -> Result<Vec<ReceiverOutput>> {
-    match out {
-        ReceiverOutput::Send(msg) => {
-            sender.send(msg.encode()).await?;
-            Ok(Vec::new())
-        }
-        ReceiverOutput::Append { bytes, meta } => {
-            let Some(c) = core.upgrade() else {
-                return Err(TidalError::Closed);
-            };
-            let pos = Position::new(meta.epoch, meta.last_seqno());
-            tokio::task::spawn_blocking(move || c.append_replicated(&meta, &bytes))
-                .await
-                .map_err(|_| TidalError::Closed)??;
-            let mut more = receiver.on_durable(pos);
-            more.extend(receiver.on_applied(pos));
-            Ok(more)
-        }
-        ReceiverOutput::Truncate { to } => {
-            let Some(c) = core.upgrade() else {
-                return Err(TidalError::Closed);
-            };
-            let cutter = c.clone();
-            let cut = match tokio::task::spawn_blocking(move || cutter.cut_log_after(to))
-                .await
-                .map_err(|_| TidalError::Closed)?
-            {
-                Ok(cut) => cut,
-                Err(e) => {
-                    // The receiver already counts the log as cut: start it
-                    // over from the log as it is, so the next hello tells
-                    // the truth and the handshake asks for the cut again.
-                    tracing::error!(to = to.0, error = %e, "the divergence cut failed");
-                    *receiver = Receiver::new(receiver_config(&c));
-                    return Err(e);
-                }
-            };
-            tracing::warn!(
-                to = to.0,
-                epoch = %cut.epoch,
-                first = cut.first.0,
-                last = cut.last.0,
-                bytes = cut.batches.len(),
-                path = %cut.path.display(),
-                "diverged from the leader: cut the log and kept the suffix for reconciliation"
-            );
-            Ok(receiver.diverged_ready(cut.epoch, cut.first, cut.batches))
-        }
-        ReceiverOutput::InstallSnapshot { .. } => {
-            tracing::error!(
-                "the leader sends a snapshot; installing snapshots is not implemented yet"
-            );
-            Err(TidalError::Closed)
-        }
-        ReceiverOutput::Reconnect(reason) => {
-            tracing::info!(?reason, "reconnecting to the leader");
-            Err(TidalError::Closed)
-        }
-        ReceiverOutput::StaleLeader {
-            leader_epoch,
-            highest_seen,
-        } => {
-            tracing::warn!(%leader_epoch, %highest_seen, "refusing a leader of a lower epoch");
-            Err(TidalError::Closed)
-        }
-        ReceiverOutput::Refused(reason) => {
-            tracing::error!(?reason, "the leader refused this follower");
-            Err(TidalError::Closed)
-        }
-    }
 }

@@ -26,8 +26,11 @@
 //! shipper still caps them ([`MAX_HANDSHAKE_ROUNDS`]) against a peer that
 //! does not cut.
 
+use bytes::Bytes;
+
 use crate::crdt::hlc::Hlc;
 use crate::types::{Epoch, Position, SeqNo};
+use crate::wal::format::{BATCH_HEADER_LEN, decode_header};
 
 /// An epoch history: `(epoch, first SeqNo)` pairs, ascending in both.
 pub type EpochHistory = Vec<(Epoch, SeqNo)>;
@@ -210,5 +213,99 @@ mod tests {
         let d = c.stamp(4);
         assert!(Hlc::new(5, 0) < a && a < b && b < d);
         assert!(c.stamp(100) == Hlc::new(100, 0));
+    }
+}
+
+/// A diverged suffix travels in messages of at most about this many bytes
+/// (whole batches each; a larger batch goes alone), so a long suffix never
+/// meets the transport's frame cap.
+pub const DIVERGED_CHUNK_BYTES: usize = 1 << 20;
+
+/// Splits a suffix of whole batches into runs of at most
+/// [`DIVERGED_CHUNK_BYTES`] (a larger batch alone), each named by its first
+/// batch's epoch and SeqNo. Bytes that do not parse as batches (they came
+/// from this node's own log, so they should) travel as one piece.
+pub(crate) fn split_suffix(
+    epoch: Epoch,
+    first: SeqNo,
+    batches: Bytes,
+) -> Vec<(Epoch, SeqNo, Bytes)> {
+    let mut pieces = Vec::new();
+    let mut start = 0usize;
+    let mut at = 0usize;
+    let mut head = (epoch, first);
+    while at < batches.len() {
+        let Ok((meta, payload_len, _)) = decode_header(&batches[at..]) else {
+            return vec![(epoch, first, batches)];
+        };
+        let len = BATCH_HEADER_LEN + payload_len as usize;
+        if at + len > batches.len() {
+            return vec![(epoch, first, batches)];
+        }
+        if at > start && at + len - start > DIVERGED_CHUNK_BYTES {
+            pieces.push((head.0, head.1, batches.slice(start..at)));
+            start = at;
+        }
+        if at == start {
+            head = (meta.epoch, meta.first_seqno);
+        }
+        at += len;
+    }
+    if at > start || pieces.is_empty() {
+        pieces.push((head.0, head.1, batches.slice(start..at)));
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+    use crate::types::{EntityId, ShardId, Timestamp};
+    use crate::wal::format::{BatchMeta, encode_batch};
+    use crate::wal::record::Record;
+
+    #[test]
+    fn a_suffix_splits_at_batch_boundaries_under_the_chunk_size() {
+        // Batches of about 300 KiB: three fit in a chunk, the fourth starts
+        // the next one; each piece is named by its first batch.
+        const N: u32 = 11_000;
+        let records: Vec<Record> = (0..N)
+            .map(|i| Record::Signal {
+                signal_type: 0,
+                entity: EntityId(u64::from(i)),
+                weight: 1.0,
+                at: Timestamp(1),
+            })
+            .collect();
+        let mut all = Vec::new();
+        let mut heads = Vec::new();
+        for i in 0..7u64 {
+            let meta = BatchMeta {
+                shard: ShardId(0),
+                first_seqno: SeqNo(1 + i * u64::from(N)),
+                epoch: Epoch(1 + i / 4),
+                hlc: Hlc(i),
+                record_count: N,
+            };
+            heads.push((meta.epoch, meta.first_seqno));
+            encode_batch(&meta, &records, &mut all);
+        }
+        let all = Bytes::from(all);
+        let pieces = split_suffix(Epoch(1), SeqNo(1), all.clone());
+        let names: Vec<_> = pieces.iter().map(|(e, s, _)| (*e, *s)).collect();
+        assert_eq!(names, vec![heads[0], heads[3], heads[6]]);
+        assert!(
+            pieces
+                .iter()
+                .all(|(_, _, b)| b.len() <= DIVERGED_CHUNK_BYTES)
+        );
+        let joined: Vec<u8> = pieces.iter().flat_map(|(_, _, b)| b.to_vec()).collect();
+        assert_eq!(joined, all.to_vec());
+        // Bytes that are not batches travel as they are.
+        let junk = Bytes::from_static(b"not a batch");
+        assert_eq!(
+            split_suffix(Epoch(1), SeqNo(1), junk.clone()),
+            vec![(Epoch(1), SeqNo(1), junk)]
+        );
     }
 }

@@ -12,7 +12,9 @@ use bytes::Bytes;
 
 use crate::crdt::hlc::Hlc;
 use crate::replication::message::{Message, PROTOCOL_VERSION, RefuseReason};
-use crate::replication::protocol::{EpochHistory, MessageClock, epoch_at, follower_cut};
+use crate::replication::protocol::{
+    EpochHistory, MessageClock, epoch_at, follower_cut, split_suffix,
+};
 use crate::types::{Epoch, NodeId, Position, SeqNo, ShardId};
 use crate::wal::format::{BATCH_HEADER_LEN, BatchMeta, decode_header, verify_crc};
 
@@ -103,6 +105,10 @@ pub enum ReceiverOutput {
     },
     /// The leader refused this follower.
     Refused(RefuseReason),
+    /// A higher epoch than any seen before: persist it (synced) before
+    /// carrying out the outputs after this one, so a restart still refuses
+    /// leaders below it.
+    PersistEpoch(Epoch),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,7 +262,7 @@ impl Receiver {
                 if let RefuseReason::StaleLeader { follower_epoch } = reason {
                     // A fenced leader passes on the newer epoch it learned
                     // of, so this node refuses it from now on.
-                    self.highest_epoch = self.highest_epoch.max(follower_epoch);
+                    self.raise_epoch(follower_epoch, &mut out);
                 }
                 self.phase = Phase::Stopped;
                 out.push(ReceiverOutput::Refused(reason));
@@ -347,22 +353,21 @@ impl Receiver {
         if self.phase != Phase::AwaitDiverged {
             return out;
         }
-        let hlc = self.clock.stamp(self.now_ms);
-        out.push(ReceiverOutput::Send(Message::DivergedSuffix {
-            epoch,
-            first,
-            batches,
-            hlc,
-        }));
+        for (epoch, first, batches) in split_suffix(epoch, first, batches) {
+            let hlc = self.clock.stamp(self.now_ms);
+            out.push(ReceiverOutput::Send(Message::DivergedSuffix {
+                epoch,
+                first,
+                batches,
+                hlc,
+            }));
+        }
         self.hello(&mut out);
         out
     }
 
     /// The I/O layer installed a snapshot ending at `last` with the epoch
     /// history it holds: the log now resumes after it. Says hello again.
-    // Driven by the simulation tests; the node layer does not install
-    // snapshots yet (replication issue, open).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn snapshot_installed(
         &mut self,
         last: Position,
@@ -418,6 +423,13 @@ impl Receiver {
         }));
     }
 
+    fn raise_epoch(&mut self, epoch: Epoch, out: &mut Vec<ReceiverOutput>) {
+        if epoch > self.highest_epoch {
+            self.highest_epoch = epoch;
+            out.push(ReceiverOutput::PersistEpoch(epoch));
+        }
+    }
+
     fn reconnect(&mut self, why: ReconnectReason, out: &mut Vec<ReceiverOutput>) {
         self.phase = Phase::Disconnected;
         out.push(ReceiverOutput::Reconnect(why));
@@ -451,7 +463,7 @@ impl Receiver {
         if leader_epoch < self.highest_epoch {
             return self.refuse_stale(leader_epoch, out);
         }
-        self.highest_epoch = leader_epoch;
+        self.raise_epoch(leader_epoch, out);
         self.leader_epoch = Some(leader_epoch);
         self.leader_node = Some(leader_node);
         let Some(point) = divergence else {

@@ -7,14 +7,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::Bytes;
-
 use crate::crdt::hlc::Hlc;
 use crate::replication::message::{Message, PROTOCOL_VERSION, RefuseReason};
 use crate::replication::protocol::{
     EpochHistory, MAX_HANDSHAKE_ROUNDS, MessageClock, epoch_at, leader_divergence,
 };
 use crate::types::{Epoch, NodeId, Position, SeqNo};
+
+pub use crate::replication::shipper_output::{FollowerStatus, ShipperOutput};
 
 /// Commit times remembered for lag in milliseconds. Older ones are dropped;
 /// lag then counts from the oldest one kept, a lower bound.
@@ -50,75 +50,6 @@ pub struct ShipperConfig {
     pub first_retained: SeqNo,
     /// A floor for the message clock (the db's last HLC).
     pub hlc_floor: Hlc,
-}
-
-/// An effect the I/O layer carries out, in the order given.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ShipperOutput {
-    /// Send this message on that connection.
-    Send(FollowerId, Message),
-    /// Stream the stored batches holding SeqNos `from..=to` to the follower
-    /// (each as a [`Message::Batch`] stamped by [`Shipper::stamp`]), then
-    /// call [`Shipper::batches_sent`]. `to` is never past the leader's
-    /// durable end, so a record the leader could still lose never ships.
-    ReadFrom {
-        /// The connection.
-        f: FollowerId,
-        /// First SeqNo to send (a batch boundary).
-        from: SeqNo,
-        /// Last SeqNo to send (a batch boundary, durable).
-        to: SeqNo,
-    },
-    /// The follower needs records older than the retained log: send it the
-    /// newest snapshot as [`Message::SnapshotChunk`]s. The follower says
-    /// hello again once it has installed it.
-    SendSnapshot {
-        /// The connection.
-        f: FollowerId,
-    },
-    /// A follower cut these records after a divergence: keep them durably
-    /// for reconciliation.
-    StoreDiverged {
-        /// The connection.
-        f: FollowerId,
-        /// Epoch of the first cut record.
-        epoch: Epoch,
-        /// SeqNo of the first cut record.
-        first: SeqNo,
-        /// The cut batches as logged.
-        batches: Bytes,
-    },
-    /// A higher epoch exists: this leader has been superseded and must
-    /// refuse writes (`TidalError::Fenced`).
-    Fenced {
-        /// The highest epoch learned of.
-        seen: Epoch,
-    },
-    /// The HWM moved up to this SeqNo: replicated writes at or below it may
-    /// return.
-    HwmAdvanced(SeqNo),
-    /// Close this connection (silent past the timeout, or misbehaving).
-    Disconnect(FollowerId),
-}
-
-/// Where one follower stands, for `status()`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FollowerStatus {
-    /// The connection.
-    pub id: FollowerId,
-    /// The follower's node, once it said hello.
-    pub node: Option<NodeId>,
-    /// Last position handed to the transport for it.
-    pub sent: Position,
-    /// Last position it acknowledged durable (and that matched our history).
-    pub durable: Position,
-    /// Last position it acknowledged applied (and that matched our history).
-    pub applied: Position,
-    /// Records between the leader's durable end and its applied position.
-    pub lag_records: u64,
-    /// Milliseconds since the leader committed the first record it has not
-    /// applied; 0 when caught up.
-    pub lag_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +97,9 @@ pub struct Shipper {
     hwm: SeqNo,
     fenced: Option<Epoch>,
     peers: BTreeMap<FollowerId, Peer>,
+    /// The last durable SeqNo each follower node acknowledged, kept after
+    /// it disconnects: retention holds the log for it.
+    known: BTreeMap<NodeId, SeqNo>,
     /// `(last SeqNo made durable, when)`, ascending, for lag in ms.
     commits: VecDeque<(SeqNo, u64)>,
     clock: MessageClock,
@@ -194,6 +128,7 @@ impl Shipper {
             hwm,
             fenced: None,
             peers: BTreeMap::new(),
+            known: BTreeMap::new(),
             commits: VecDeque::new(),
             clock: MessageClock::new(config.hlc_floor),
             now_ms: 0,
@@ -227,7 +162,6 @@ impl Shipper {
 
     /// Tells the shipper the first SeqNo still in the log (after segments
     /// were retired), so a follower behind it gets a snapshot.
-    #[cfg(test)]
     pub fn set_first_retained(&mut self, seqno: SeqNo) {
         self.first_retained = seqno;
     }
@@ -284,6 +218,7 @@ impl Shipper {
                 ..
             } => out.push(ShipperOutput::StoreDiverged {
                 f,
+                origin: self.peers.get(&f).and_then(|p| p.node),
                 epoch,
                 first,
                 batches,
@@ -379,6 +314,13 @@ impl Shipper {
             out.push(ShipperOutput::Disconnect(f));
         }
         out
+    }
+
+    /// The lowest SeqNo a follower node heard from since this leader
+    /// started still needs (its last durable + 1), for log retention;
+    /// `None` when no follower is known.
+    pub fn retention_floor(&self) -> Option<SeqNo> {
+        self.known.values().min().map(|s| s.next())
     }
 
     /// Every follower connection and where it stands.
@@ -562,6 +504,10 @@ impl Shipper {
         if let Some(peer) = self.peers.get_mut(&f) {
             if durable_ok && durable.seqno > peer.durable.seqno {
                 peer.durable = durable;
+            }
+            if let Some(node) = peer.node {
+                let held = self.known.entry(node).or_default();
+                *held = (*held).max(peer.durable.seqno);
             }
             if applied_ok && applied.seqno > peer.applied.seqno {
                 peer.applied = applied;

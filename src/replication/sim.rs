@@ -417,6 +417,8 @@ impl Sim {
                 highest_seen,
             } => self.followers[i].stale.push((leader_epoch, highest_seen)),
             ReceiverOutput::Refused(r) => self.followers[i].refused.push(r),
+            // The simulated disk is the follower's memory: nothing to persist.
+            ReceiverOutput::PersistEpoch(_) => {}
         }
     }
 

@@ -421,9 +421,13 @@ fn streaming_receiver() -> Receiver {
         },
         1,
     );
+    // A leader epoch above any seen is persisted before anything else.
     assert!(matches!(
         &out[..],
-        [ReceiverOutput::Send(Message::Ack { .. })]
+        [
+            ReceiverOutput::PersistEpoch(Epoch(2)),
+            ReceiverOutput::Send(Message::Ack { .. })
+        ]
     ));
     rx
 }

@@ -1,0 +1,443 @@
+//! What the core keeps for replication beyond the log: where the retained
+//! log starts, how far known followers hold it, the highest epoch seen
+//! (persisted), clock skew observed, snapshot installation and the diverged
+//! suffixes held for reconciliation.
+
+use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use super::{Core, state_from_snapshot};
+use crate::codec::{Put, Reader};
+use crate::crdt::hlc::Hlc;
+use crate::error::{Result, TidalError};
+use crate::snapshot::{self, LoadedSnapshot};
+use crate::storage::{Storage, read_file, write_file_atomic};
+use crate::types::{Epoch, NodeId, Position, SeqNo};
+use crate::wal::log::SegmentInfo;
+
+/// Name of the file holding the highest epoch this node has seen.
+pub(crate) const EPOCH_FILE: &str = "EPOCH";
+const EPOCH_MAGIC: [u8; 4] = *b"TDBE";
+const EPOCH_VERSION: u16 = 1;
+
+/// The directory diverged suffixes are kept in.
+pub(crate) const DIVERGED_DIR: &str = "diverged";
+
+/// Replication bookkeeping shared by the core and the replication tasks.
+#[derive(Debug)]
+pub(crate) struct ReplMarks {
+    /// First SeqNo of the contiguous retained log; a follower behind it
+    /// gets a snapshot.
+    pub(crate) first_retained: AtomicU64,
+    /// The lowest SeqNo a known follower still needs (its durable + 1);
+    /// `u64::MAX` when none is known. Retention keeps segments for it up to
+    /// `retention_bytes`.
+    pub(crate) replica_floor: AtomicU64,
+    /// The highest epoch seen (logged, persisted in `EPOCH`, or told).
+    pub(crate) seen_epoch: AtomicU64,
+    /// Last observed remote clock minus local clock, in ms.
+    skew_last_ms: AtomicI64,
+    /// The largest `|skew|` observed since open, in ms.
+    skew_max_ms: AtomicI64,
+    skew_seen: AtomicBool,
+}
+
+impl ReplMarks {
+    pub(crate) fn new(first_retained: SeqNo, seen_epoch: Epoch) -> ReplMarks {
+        ReplMarks {
+            first_retained: AtomicU64::new(first_retained.0),
+            replica_floor: AtomicU64::new(u64::MAX),
+            seen_epoch: AtomicU64::new(seen_epoch.0),
+            skew_last_ms: AtomicI64::new(0),
+            skew_max_ms: AtomicI64::new(0),
+            skew_seen: AtomicBool::new(false),
+        }
+    }
+
+    /// Records the skew of a remote clock reading against ours.
+    pub(crate) fn observe_skew(&self, remote: Hlc, local_ms: u64) {
+        let skew = i64::try_from(i128::from(remote.physical_ms()) - i128::from(local_ms))
+            .unwrap_or(i64::MAX);
+        self.skew_last_ms.store(skew, Ordering::Relaxed);
+        self.skew_max_ms
+            .fetch_max(skew.saturating_abs(), Ordering::Relaxed);
+        self.skew_seen.store(true, Ordering::Relaxed);
+    }
+
+    /// `(last, largest |skew|)` in ms, once a remote clock was seen.
+    pub(crate) fn skew(&self) -> Option<(i64, i64)> {
+        self.skew_seen.load(Ordering::Relaxed).then(|| {
+            (
+                self.skew_last_ms.load(Ordering::Relaxed),
+                self.skew_max_ms.load(Ordering::Relaxed),
+            )
+        })
+    }
+}
+
+/// A diverged suffix held in `diverged/`, as `status()` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DivergedSuffix {
+    /// The file holding its batches, exactly as they were logged.
+    pub path: PathBuf,
+    /// Epoch of its first record.
+    pub epoch: Epoch,
+    /// SeqNo of its first record.
+    pub first: SeqNo,
+    /// The node it came from, when a follower sent it to this leader
+    /// (`None`: cut from this node's own log).
+    pub origin: Option<NodeId>,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Whether a reconciliation has merged it. Reconciliation is not built
+    /// yet, so this is always `false`: the suffix is kept, never dropped.
+    pub merged: bool,
+}
+
+/// Parses `<epoch>-<first>[-n<node>][.<k>].batches`.
+fn parse_diverged_name(name: &str) -> Option<(Epoch, SeqNo, Option<NodeId>)> {
+    let stem = name.strip_suffix(".batches")?;
+    let stem = stem.split('.').next()?;
+    let mut parts = stem.split('-');
+    let epoch = parts.next()?.parse().ok()?;
+    let first = parts.next()?.parse().ok()?;
+    let origin = match parts.next() {
+        None => None,
+        Some(n) => Some(NodeId(n.strip_prefix('n')?.parse().ok()?)),
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((Epoch(epoch), SeqNo(first), origin))
+}
+
+/// A free name for a suffix in `dir`; `None` if a file with the same name
+/// already holds exactly `bytes` (the same suffix sent again).
+fn free_diverged_path(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: &str,
+    bytes: &[u8],
+) -> Result<Option<PathBuf>> {
+    let mut path = dir.join(format!("{base}.batches"));
+    let mut k = 1u32;
+    while storage.exists(&path) {
+        if read_file(storage, &path)? == bytes {
+            return Ok(None);
+        }
+        path = dir.join(format!("{base}.{k}.batches"));
+        k += 1;
+    }
+    Ok(Some(path))
+}
+
+/// Encodes the `EPOCH` file: magic, version, epoch, CRC of the rest.
+fn encode_epoch(epoch: Epoch) -> Vec<u8> {
+    let mut v = Vec::with_capacity(18);
+    v.extend_from_slice(&EPOCH_MAGIC);
+    v.put_u16(EPOCH_VERSION);
+    v.put_u64(epoch.0);
+    let crc = crc32fast::hash(&v);
+    v.put_u32(crc);
+    v
+}
+
+fn decode_epoch(bytes: &[u8]) -> std::result::Result<Epoch, String> {
+    let mut r = Reader::new(bytes);
+    let magic = r.take(4).map_err(|e| e.to_string())?;
+    if magic != EPOCH_MAGIC {
+        return Err("bad magic".into());
+    }
+    let version = r.u16().map_err(|e| e.to_string())?;
+    if version != EPOCH_VERSION {
+        return Err(format!("unknown version {version}"));
+    }
+    let epoch = r.u64().map_err(|e| e.to_string())?;
+    let crc = r.u32().map_err(|e| e.to_string())?;
+    if crc != crc32fast::hash(&bytes[..14]) || !r.is_empty() {
+        return Err("checksum mismatch or trailing bytes".into());
+    }
+    Ok(Epoch(epoch))
+}
+
+/// The persisted highest epoch seen, 0 if none was ever written.
+pub(crate) fn load_seen_epoch(storage: &dyn Storage, data_dir: &Path) -> Result<Epoch> {
+    let path = data_dir.join(EPOCH_FILE);
+    if !storage.exists(&path) {
+        return Ok(Epoch(0));
+    }
+    let bytes = read_file(storage, &path)?;
+    decode_epoch(&bytes).map_err(|reason| TidalError::corruption(&path, 0, reason))
+}
+
+/// Where to retire the log up to: below `wanted` (what the snapshots no
+/// longer need), but keeping the newest removable segments that still hold
+/// records at or above `floor` (a known follower's next SeqNo), as long as
+/// they add up to at most `retention_bytes`. `segments` are oldest first.
+pub(crate) fn retention_point(
+    segments: &[SegmentInfo],
+    wanted: SeqNo,
+    floor: SeqNo,
+    retention_bytes: u64,
+) -> SeqNo {
+    if floor >= wanted {
+        return wanted;
+    }
+    let mut below = wanted;
+    let mut kept = 0u64;
+    // Segment i is removable when the next one starts at or below `wanted`;
+    // its records end just before the next one starts.
+    for i in (0..segments.len().saturating_sub(1)).rev() {
+        let next_first = segments[i + 1].first_seqno;
+        if next_first > wanted {
+            continue;
+        }
+        if next_first <= floor {
+            break; // all its records are below what any follower needs
+        }
+        kept = kept.saturating_add(segments[i].len);
+        if kept > retention_bytes {
+            break;
+        }
+        below = segments[i].first_seqno;
+    }
+    below
+}
+
+impl Core {
+    /// The highest epoch seen: logged, persisted or told.
+    pub(crate) fn seen_epoch(&self) -> Epoch {
+        Epoch(self.marks.seen_epoch.load(Ordering::Acquire))
+    }
+
+    /// Persists `epoch` as the highest seen (synced), if it is higher.
+    pub(crate) fn persist_seen_epoch(&self, epoch: Epoch) -> Result<()> {
+        let _one_writer = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if epoch <= self.seen_epoch() {
+            return Ok(());
+        }
+        let path = self.data_dir.join(EPOCH_FILE);
+        write_file_atomic(self.storage.as_ref(), &path, &encode_epoch(epoch))?;
+        self.marks.seen_epoch.fetch_max(epoch.0, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Keeps a diverged suffix (batches exactly as logged) durably in
+    /// `diverged/`, named by its first record's epoch and SeqNo and, when a
+    /// follower sent it, that node. The same suffix sent again is stored
+    /// once; another suffix with the same name gets a numbered one, so
+    /// nothing held is ever overwritten.
+    pub(crate) fn keep_diverged(
+        &self,
+        epoch: Epoch,
+        first: SeqNo,
+        origin: Option<NodeId>,
+        batches: &[u8],
+    ) -> Result<PathBuf> {
+        let storage = self.storage.as_ref();
+        let dir = self.data_dir.join(DIVERGED_DIR);
+        if !storage.exists(&dir) {
+            storage
+                .create_dir_all(&dir)
+                .map_err(|e| TidalError::io("create dir", &dir, e))?;
+            storage
+                .sync_dir(&self.data_dir)
+                .map_err(|e| TidalError::io("sync dir", &self.data_dir, e))?;
+        }
+        let mut base = format!("{:020}-{:020}", epoch.0, first.0);
+        if let Some(node) = origin {
+            base.push_str(&format!("-n{}", node.0));
+        }
+        match free_diverged_path(storage, &dir, &base, batches)? {
+            Some(path) => {
+                write_file_atomic(storage, &path, batches)?;
+                Ok(path)
+            }
+            None => Ok(dir.join(format!("{base}.batches"))),
+        }
+    }
+
+    /// The diverged suffixes held, by file name.
+    pub(crate) fn diverged(&self) -> Vec<DivergedSuffix> {
+        let storage = self.storage.as_ref();
+        let dir = self.data_dir.join(DIVERGED_DIR);
+        let Ok(mut names) = storage.list_dir(&dir) else {
+            return Vec::new();
+        };
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let (epoch, first, origin) = parse_diverged_name(&name)?;
+                let path = dir.join(&name);
+                let bytes = storage
+                    .open(&path, crate::storage::OpenMode::Read)
+                    .and_then(|f| f.len())
+                    .unwrap_or(0);
+                Some(DivergedSuffix {
+                    path,
+                    epoch,
+                    first,
+                    origin,
+                    bytes,
+                    merged: false,
+                })
+            })
+            .collect()
+    }
+
+    /// Installs a snapshot received from the leader (this follower was
+    /// behind its retained log): checks it decodes, is of this shard and
+    /// ahead of the log, writes it durably, restarts the log after it and
+    /// publishes its state. Returns its position.
+    ///
+    /// Crash-safe order: the snapshot file is durable before any segment is
+    /// deleted; a crash in between reopens from the snapshot and drops the
+    /// stale segments then. Nothing changes if the checks fail; a failure
+    /// after the snapshot is written poisons the database until reopened.
+    pub(crate) fn install_snapshot(&self, bytes: &[u8]) -> Result<Position> {
+        let _no_checkpoint = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let what = "snapshot from the leader";
+        let (header, sections) = snapshot::decode_snapshot(bytes)
+            .map_err(|e| TidalError::corruption(what, e.offset as u64, e.reason))?;
+        let shard = self.config().cluster.shard_id;
+        if header.shard != shard {
+            return Err(TidalError::corruption(
+                what,
+                0,
+                format!("it is of shard {}, this node serves {shard}", header.shard),
+            ));
+        }
+        let path = snapshot::snapshot_path(&self.data_dir, shard, header.seqno);
+        let loaded = LoadedSnapshot {
+            path: path.clone(),
+            header,
+            sections,
+            skipped: Vec::new(),
+        };
+        let state = state_from_snapshot(self.config(), &loaded)?;
+        let pos = Position::new(header.epoch, header.seqno);
+        if state.applied() != pos {
+            return Err(TidalError::corruption(
+                what,
+                0,
+                format!("its header says {pos}, its state {}", state.applied()),
+            ));
+        }
+        self.commit.with_committer(|c| {
+            c.check_writable()?;
+            if !self.receiving.load(Ordering::Acquire) {
+                return Err(TidalError::Closed);
+            }
+            if header.seqno < c.wal.next_seqno() {
+                return Err(TidalError::corruption(
+                    what,
+                    0,
+                    format!(
+                        "it ends at SeqNo {}, but the log already continues at {}",
+                        header.seqno,
+                        c.wal.next_seqno()
+                    ),
+                ));
+            }
+            snapshot::write_snapshot_bytes(
+                self.storage.as_ref(),
+                &self.data_dir,
+                shard,
+                header.seqno,
+                bytes,
+            )?;
+            if let Err(e) = c.wal.restart_after(header.seqno) {
+                let cause = format!("restarting the log after an installed snapshot: {e}");
+                c.poisoned = Some(cause);
+                return Err(e);
+            }
+            self.marks
+                .first_retained
+                .store(c.wal.first_retained().0, Ordering::Release);
+            c.last_appended = pos;
+            if let Some(e) = state.epochs().last() {
+                c.epoch = e.epoch;
+                self.marks.seen_epoch.fetch_max(e.epoch.0, Ordering::AcqRel);
+            }
+            self.hlc.advance_to(state.last_hlc());
+            self.view.replace(state);
+            self.applied_tx.send_replace(pos);
+            self.raise_hwm(header.seqno);
+            tracing::info!(path = %path.display(), seqno = header.seqno.0, "installed a snapshot from the leader");
+            Ok(pos)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(first: u64, len: u64) -> SegmentInfo {
+        SegmentInfo {
+            path: PathBuf::from(format!("{first}")),
+            first_seqno: SeqNo(first),
+            len,
+        }
+    }
+
+    #[test]
+    fn retention_keeps_what_a_follower_needs_up_to_the_budget() {
+        let segs = [seg(1, 10), seg(100, 10), seg(200, 10), seg(300, 10)];
+        // No follower behind: retire up to what the snapshots need.
+        assert_eq!(
+            retention_point(&segs, SeqNo(250), SeqNo(u64::MAX), 0),
+            SeqNo(250)
+        );
+        // A follower needing 150: keep the segment starting at 100.
+        assert_eq!(
+            retention_point(&segs, SeqNo(250), SeqNo(150), 100),
+            SeqNo(100)
+        );
+        // A follower needing 50: keep both older ones, within budget.
+        assert_eq!(retention_point(&segs, SeqNo(250), SeqNo(50), 100), SeqNo(1));
+        // The budget allows one segment only: the newest is kept.
+        assert_eq!(
+            retention_point(&segs, SeqNo(250), SeqNo(50), 15),
+            SeqNo(100)
+        );
+        // No budget: retire as the snapshots allow.
+        assert_eq!(retention_point(&segs, SeqNo(250), SeqNo(50), 0), SeqNo(250));
+    }
+
+    #[test]
+    fn the_epoch_file_round_trips_and_refuses_damage() {
+        let bytes = encode_epoch(Epoch(7));
+        assert_eq!(decode_epoch(&bytes), Ok(Epoch(7)));
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(decode_epoch(&b).is_err(), "flip at {i} accepted");
+        }
+        for n in 0..bytes.len() {
+            assert!(decode_epoch(&bytes[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn diverged_names_parse() {
+        assert_eq!(
+            parse_diverged_name("00000000000000000002-00000000000000000010.batches"),
+            Some((Epoch(2), SeqNo(10), None))
+        );
+        assert_eq!(
+            parse_diverged_name("00000000000000000002-00000000000000000010-n7.1.batches"),
+            Some((Epoch(2), SeqNo(10), Some(NodeId(7))))
+        );
+        assert_eq!(parse_diverged_name("x.batches"), None);
+        assert_eq!(parse_diverged_name("2-10.tmp"), None);
+    }
+}

@@ -1,0 +1,270 @@
+//! The follower's I/O: a Tokio task that connects to the leader (with
+//! capped backoff), feeds the [`Receiver`] what arrives and carries out its
+//! outputs: appends, cuts, snapshot installs, persisted epochs, acks.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::db::core::Core;
+use crate::error::{Result, TidalError};
+use crate::replication::message::Message;
+use crate::replication::node::{
+    BACKOFF_MAX_MS, HEARTBEAT_MS, ReplicationTasks, TIMEOUT_MS, history,
+};
+use crate::replication::receiver::{Receiver, ReceiverConfig, ReceiverOutput};
+use crate::replication::transport::{FrameSender, Transport};
+use crate::types::{Epoch, Position, SeqNo};
+
+/// Starts a follower's receiver: connects to the leader (with capped
+/// backoff), says hello, appends and applies what it is sent, acknowledges.
+pub(crate) fn start_follower(
+    core: &Arc<Core>,
+    transport: Arc<dyn Transport>,
+    handle: &tokio::runtime::Handle,
+) -> Result<ReplicationTasks> {
+    let mut receiver = Receiver::new(receiver_config(core));
+    let weak = Arc::downgrade(core);
+    let task = handle.spawn(async move {
+        let mut backoff_ms = 10;
+        loop {
+            if weak.strong_count() == 0 {
+                return;
+            }
+            match transport.connect().await {
+                Ok(conn) => {
+                    let (mut sender, mut frames) = conn.split();
+                    let now = now_of(&weak);
+                    let mut pending: VecDeque<ReceiverOutput> = receiver.on_connect(now).into();
+                    let mut healthy = true;
+                    let mut incoming: Option<Incoming> = None;
+                    while healthy {
+                        // Carried out in order, including what each output
+                        // leads to (the acks after an append), before the
+                        // next frame is read.
+                        while let Some(out) = pending.pop_front() {
+                            match follow(&weak, &mut receiver, sender.as_mut(), &mut incoming, out).await {
+                                Ok(more) => pending.extend(more),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "follower session ends");
+                                    healthy = false;
+                                    break;
+                                }
+                            }
+                        }
+                        if !healthy {
+                            break;
+                        }
+                        match tokio::time::timeout(Duration::from_millis(HEARTBEAT_MS), frames.recv()).await {
+                            Ok(Ok(Some(frame))) => match Message::decode(&frame) {
+                                Ok(msg) => {
+                                    backoff_ms = 10;
+                                    if let Some(c) = weak.upgrade() {
+                                        c.marks.observe_skew(msg.hlc(), c.config().clock.now_ms());
+                                    }
+                                    pending.extend(receiver.on_message(msg, now_of(&weak)));
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "undecodable message from the leader");
+                                    healthy = false;
+                                }
+                            },
+                            Ok(Ok(None)) | Ok(Err(_)) => healthy = false,
+                            Err(_) => pending.extend(receiver.on_tick(now_of(&weak))),
+                        }
+                    }
+                    receiver.on_disconnect();
+                }
+                Err(e) => tracing::debug!(error = %e, "connecting to the leader failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+            backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+        }
+    });
+    Ok(ReplicationTasks::follower(task))
+}
+
+/// A receiver's view of the follower's log as it stands.
+fn receiver_config(core: &Core) -> ReceiverConfig {
+    let config = core.config();
+    let last = core.view.read(|s| s.applied());
+    let hist = history(core);
+    let highest_epoch = hist
+        .last()
+        .map_or(Epoch(0), |(e, _)| *e)
+        .max(core.seen_epoch());
+    ReceiverConfig {
+        node: config.node_id,
+        fingerprint: core.meta.fingerprint(),
+        shard: config.cluster.shard_id,
+        history: hist,
+        last,
+        highest_epoch,
+        timeout_ms: TIMEOUT_MS,
+        hlc_floor: core.hlc.last(),
+    }
+}
+
+fn now_of(core: &Weak<Core>) -> u64 {
+    core.upgrade().map_or(0, |c| c.config().clock.now_ms())
+}
+
+/// Carries out one receiver output; returns the outputs it led to, or an
+/// error that ends the session (the loop reconnects with backoff).
+async fn follow(
+    core: &Weak<Core>,
+    receiver: &mut Receiver,
+    sender: &mut dyn FrameSender,
+    incoming: &mut Option<Incoming>,
+    out: ReceiverOutput,
+) -> Result<Vec<ReceiverOutput>> {
+    match out {
+        ReceiverOutput::Send(msg) => {
+            sender.send(msg.encode()).await?;
+            Ok(Vec::new())
+        }
+        ReceiverOutput::Append { bytes, meta } => {
+            let Some(c) = core.upgrade() else {
+                return Err(TidalError::Closed);
+            };
+            let pos = Position::new(meta.epoch, meta.last_seqno());
+            tokio::task::spawn_blocking(move || c.append_replicated(&meta, &bytes))
+                .await
+                .map_err(|_| TidalError::Closed)??;
+            let mut more = receiver.on_durable(pos);
+            more.extend(receiver.on_applied(pos));
+            Ok(more)
+        }
+        ReceiverOutput::Truncate { to } => {
+            let Some(c) = core.upgrade() else {
+                return Err(TidalError::Closed);
+            };
+            let cutter = c.clone();
+            let cut = match tokio::task::spawn_blocking(move || cutter.cut_log_after(to))
+                .await
+                .map_err(|_| TidalError::Closed)?
+            {
+                Ok(cut) => cut,
+                Err(e) => {
+                    // The receiver already counts the log as cut: start it
+                    // over from the log as it is, so the next hello tells
+                    // the truth and the handshake asks for the cut again.
+                    tracing::error!(to = to.0, error = %e, "the divergence cut failed");
+                    *receiver = Receiver::new(receiver_config(&c));
+                    return Err(e);
+                }
+            };
+            tracing::warn!(
+                to = to.0,
+                epoch = %cut.epoch,
+                first = cut.first.0,
+                last = cut.last.0,
+                bytes = cut.batches.len(),
+                path = %cut.path.display(),
+                "diverged from the leader: cut the log and kept the suffix for reconciliation"
+            );
+            Ok(receiver.diverged_ready(cut.epoch, cut.first, cut.batches))
+        }
+        ReceiverOutput::InstallSnapshot {
+            seqno,
+            offset,
+            total,
+            bytes,
+        } => {
+            let Some(whole) = Incoming::add(incoming, seqno, offset, total, &bytes)? else {
+                return Ok(Vec::new());
+            };
+            let Some(c) = core.upgrade() else {
+                return Err(TidalError::Closed);
+            };
+            let installer = c.clone();
+            let pos = tokio::task::spawn_blocking(move || installer.install_snapshot(&whole))
+                .await
+                .map_err(|_| TidalError::Closed)??;
+            Ok(receiver.snapshot_installed(pos, history(&c)))
+        }
+        ReceiverOutput::PersistEpoch(epoch) => {
+            let Some(c) = core.upgrade() else {
+                return Err(TidalError::Closed);
+            };
+            tokio::task::spawn_blocking(move || c.persist_seen_epoch(epoch))
+                .await
+                .map_err(|_| TidalError::Closed)??;
+            Ok(Vec::new())
+        }
+        ReceiverOutput::Reconnect(reason) => {
+            tracing::info!(?reason, "reconnecting to the leader");
+            Err(TidalError::Closed)
+        }
+        ReceiverOutput::StaleLeader {
+            leader_epoch,
+            highest_seen,
+        } => {
+            tracing::warn!(%leader_epoch, %highest_seen, "refusing a leader of a lower epoch");
+            Err(TidalError::Closed)
+        }
+        ReceiverOutput::Refused(reason) => {
+            tracing::error!(?reason, "the leader refused this follower");
+            Err(TidalError::Closed)
+        }
+    }
+}
+
+/// A snapshot arriving in chunks, in order, on one connection.
+pub(crate) struct Incoming {
+    seqno: SeqNo,
+    total: u64,
+    buf: Vec<u8>,
+}
+
+impl Incoming {
+    /// Adds a chunk; returns the whole snapshot once the last one is in.
+    /// Chunks must arrive in order with the same SeqNo and total (they do,
+    /// on one ordered connection): anything else ends the session, and the
+    /// next hello asks again. Memory grows with what arrived, never with
+    /// what a frame announces.
+    fn add(
+        slot: &mut Option<Incoming>,
+        seqno: SeqNo,
+        offset: u64,
+        total: u64,
+        bytes: &Bytes,
+    ) -> Result<Option<Vec<u8>>> {
+        let bad = |reason: String| {
+            Err(TidalError::corruption(
+                "snapshot from the leader",
+                offset,
+                reason,
+            ))
+        };
+        if offset == 0 {
+            *slot = Some(Incoming {
+                seqno,
+                total,
+                buf: Vec::new(),
+            });
+        }
+        let Some(inc) = slot.as_mut() else {
+            return bad("a snapshot chunk arrived without its start".into());
+        };
+        let end = offset.saturating_add(bytes.len() as u64);
+        if inc.seqno != seqno || inc.total != total || inc.buf.len() as u64 != offset || end > total
+        {
+            let reason = format!(
+                "chunk {offset}..{end} of {total} at SeqNo {seqno} does not continue {} bytes of {} at SeqNo {}",
+                inc.buf.len(),
+                inc.total,
+                inc.seqno
+            );
+            *slot = None;
+            return bad(reason);
+        }
+        inc.buf.extend_from_slice(bytes);
+        if end < total {
+            return Ok(None);
+        }
+        Ok(slot.take().map(|inc| inc.buf))
+    }
+}
