@@ -7,7 +7,7 @@
 //!   equal stamps with different values are a [`MergeOutcome::Conflict`]
 //!   resolved the same way on every replica; `LWWRegister<Option<T>>`
 //!   carries tombstones.
-//! - `CrdtSignalState`: one entity's decayed score and count of one signal
+//! - [`CrdtSignalState`]: one entity's decayed score and count of one signal
 //!   type, as a hot lineage plus keyed contributions, merged by maximum
 //!   bit-exactly across landmark moves.
 //!
@@ -17,9 +17,13 @@
 
 pub mod hlc;
 mod key;
-mod lww;
-mod pn_counter;
+pub mod lww;
+pub mod pn_counter;
+pub mod signal_state;
+mod signal_state_codec;
 
 pub use key::ContributionKey;
 pub use lww::{LWWRegister, MergeOutcome, Stamp};
 pub use pn_counter::PNCounter;
+pub use signal_state::{Contribution, CrdtSignalState, MAX_LANDMARK_HALF_LIVES};
+pub use signal_state_codec::CORRUPTION_LABEL;
