@@ -30,7 +30,7 @@ fn winner(regs: &[Reg]) -> Option<(Stamp, Option<u8>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
     #[test]
     fn merge_is_commutative_associative_idempotent_and_picks_the_max(

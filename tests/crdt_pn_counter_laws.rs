@@ -46,7 +46,7 @@ fn counters() -> impl Strategy<Value = PNCounter> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
     #[test]
     fn merge_is_commutative_associative_and_idempotent(

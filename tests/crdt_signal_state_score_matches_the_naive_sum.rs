@@ -34,7 +34,7 @@ fn key(k: u64) -> ContributionKey {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     #[test]
     fn score_is_within_the_bound_of_the_naive_sum(

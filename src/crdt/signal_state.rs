@@ -390,7 +390,9 @@ impl CrdtSignalState {
     /// The decayed score at `at`: the positive masses of every lineage
     /// summed in key order, minus the negative masses summed likewise,
     /// times `2^((L - at)/h)`. Finite for every `at`; the same bits on every
-    /// replica holding the same state.
+    /// replica holding the same state. Sums saturate at `f64::MAX` (only
+    /// weights near `f64::MAX` get there, and then the difference is
+    /// meaningless, like any saturated value).
     pub fn score(&self, at: Timestamp) -> f64 {
         let (positive, negative) = self.lineages().fold((0.0f64, 0.0f64), |(p, n), c| {
             (saturate(p + c.positive_mass), saturate(n + c.negative_mass))
