@@ -136,6 +136,9 @@ pub use config::{
     SignalTypeConfig,
 };
 pub use crdt::hlc::{Hlc, HlcClock, ManualClock, PhysicalClock, SystemClock};
+pub use crdt::{
+    Contribution, ContributionKey, CrdtSignalState, LWWRegister, MergeOutcome, PNCounter, Stamp,
+};
 pub use db::core::RecoveryReport;
 pub use db::{
     AnyDb, ClockSkew, DivergedSuffix, FollowerInfo, SessionEvent, Status, TidalDb, WriteBatch,
