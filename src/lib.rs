@@ -109,6 +109,26 @@
 //!   state at the returned Position, and writes continue from there.
 //! - **`RecoveryMode::PointInTime`** renames the segments after the damage
 //!   to `*.damaged` rather than deleting them: evidence is kept.
+//! - **Followers behind the retained log** get the leader's newest snapshot
+//!   (1 MiB chunks), install it durably, drop every segment it covers and
+//!   restart their log right after it, then stream the rest. A crash
+//!   mid-install reopens from the snapshot and drops the stale segments.
+//! - **Retention for followers** holds segments for every follower node the
+//!   leader has heard from since it opened (its last durable SeqNo is kept
+//!   after it disconnects), up to `retention_bytes` beyond what the two
+//!   newest snapshots need; past that the follower catches up through a
+//!   snapshot. A leader restart forgets them (in memory only).
+//! - **The highest epoch seen** is persisted in `<data_dir>/EPOCH`
+//!   (CRC-checked, synced) whenever a follower is welcomed by a higher
+//!   epoch or a leader is told of one: a follower restart still refuses
+//!   older leaders, a fenced leader reopened as leader stays fenced, and
+//!   `promote` must go above it.
+//! - **Diverged suffixes** travel in messages of at most 1 MiB of whole
+//!   batches (below any frame cap). A leader keeps what a follower sends as
+//!   `diverged/<epoch>-<first>-n<node>.batches`; the same suffix sent again
+//!   is stored once and a different one with the same name gets a numbered
+//!   file, so nothing held is overwritten. `status().diverged` lists them
+//!   until reconciliation merges them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
