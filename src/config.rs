@@ -252,6 +252,9 @@ pub struct Config {
     pub landmark_half_lives: u32,
     /// A remote clock further ahead than this is refused (replication). Default 1 minute.
     pub max_clock_drift: Duration,
+    /// A leader reconciles a diverged suffix as soon as a follower hands
+    /// it over (`reconcile()` also runs it on demand). Default `true`.
+    pub auto_reconcile: bool,
     /// The storage seam all file access goes through.
     pub storage: Arc<dyn Storage>,
     /// The physical clock behind the HLC and timestamp validation.
@@ -279,6 +282,7 @@ impl Config {
                 session_retention: Duration::from_secs(7 * 24 * 3600),
                 landmark_half_lives: 64,
                 max_clock_drift: Duration::from_secs(60),
+                auto_reconcile: true,
                 storage: Arc::new(RealStorage),
                 clock: Arc::new(SystemClock),
             },
@@ -507,6 +511,11 @@ impl ConfigBuilder {
     /// Largest accepted lead of a remote clock.
     pub fn max_clock_drift(mut self, drift: Duration) -> Self {
         self.config.max_clock_drift = drift;
+        self
+    }
+    /// Whether a leader reconciles diverged suffixes as they arrive.
+    pub fn auto_reconcile(mut self, on: bool) -> Self {
+        self.config.auto_reconcile = on;
         self
     }
     /// The storage seam (tests pass a `SimStorage`).

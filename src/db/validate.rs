@@ -432,7 +432,9 @@ impl Overlay {
         r: &mut Record,
     ) -> Result<()> {
         match r {
-            Record::Signal { .. } | Record::EpochStart { .. } => Ok(()),
+            // Merge records come from the reconciliation engine only, built
+            // from records that were validated when first logged.
+            Record::Signal { .. } | Record::EpochStart { .. } | Record::Merge { .. } => Ok(()),
             Record::Upsert {
                 kind,
                 id,

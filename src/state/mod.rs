@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 pub(crate) mod decay;
 pub mod entities;
+pub(crate) mod merged;
 mod score_table;
 pub mod sessions;
 pub mod signals;
@@ -23,6 +24,7 @@ use crate::types::{EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, Timesta
 use crate::wal::format::BatchMeta;
 use crate::wal::record::Record;
 use entities::{EntityStore, Stamp};
+use merged::{MergedStore, Stored};
 use sessions::{EventRecord, SessionStore};
 use signals::SignalStore;
 use vectors::VectorStore;
@@ -63,6 +65,7 @@ pub(crate) mod section {
     pub const ENTITIES: u16 = 3;
     pub const VECTORS: u16 = 4;
     pub const SESSIONS: u16 = 5;
+    pub const MERGED: u16 = 6;
 }
 
 /// The whole in-memory state of a shard.
@@ -73,6 +76,8 @@ pub struct State {
     pub(crate) entities: EntityStore,
     pub(crate) vectors: VectorStore,
     pub(crate) sessions: SessionStore,
+    /// Contributions merged by reconciliation (only where one touched).
+    pub(crate) merged: MergedStore,
     pub(crate) epochs: Vec<EpochEntry>,
     pub(crate) applied: Position,
     pub(crate) last_hlc: Hlc,
@@ -90,6 +95,7 @@ impl State {
             entities: EntityStore::new(),
             vectors: VectorStore::new(params.dimension),
             sessions: SessionStore::new(),
+            merged: MergedStore::default(),
             epochs: Vec::new(),
             applied: Position::default(),
             last_hlc: Hlc::default(),
@@ -113,6 +119,7 @@ impl State {
             + self.entities.approx_bytes()
             + self.vectors.approx_bytes()
             + self.sessions.approx_bytes()
+            + self.merged.approx_bytes()
     }
 
     /// The epoch history, oldest first.
@@ -179,6 +186,7 @@ impl State {
                 self.entities.delete(*kind, *id, stamp);
                 self.vectors.remove(*id);
                 self.signals.remove_entity(*id);
+                self.merged.remove_entity(*id);
             }
             Record::OpenSession { session, user, at } => self.sessions.open(*session, *user, *at),
             Record::SessionEvent {
@@ -208,6 +216,28 @@ impl State {
                 self.sessions.close(*session, *at, meta.hlc.physical_ms())
             }
             Record::DeleteUser { user } => self.sessions.delete_user(*user),
+            Record::Merge {
+                signal_type,
+                entity,
+                key,
+                landmark_ms,
+                positive_mass,
+                negative_mass,
+                positive_count,
+                negative_count,
+            } => self.merged.merge(
+                &mut self.signals,
+                *signal_type,
+                *entity,
+                *key,
+                Stored {
+                    landmark_ms: *landmark_ms,
+                    positive_mass: *positive_mass,
+                    negative_mass: *negative_mass,
+                    positive_count: *positive_count,
+                    negative_count: *negative_count,
+                },
+            ),
         }
     }
 
@@ -283,12 +313,15 @@ impl State {
         self.vectors.encode(&mut vectors);
         let mut sessions = Vec::new();
         self.sessions.encode(&mut sessions);
+        let mut merged = Vec::new();
+        self.merged.encode(&mut merged);
         vec![
             (section::HEADER, 1, header),
             (section::SIGNALS, 1, signals),
             (section::ENTITIES, 1, entities),
             (section::VECTORS, 1, vectors),
             (section::SESSIONS, 1, sessions),
+            (section::MERGED, 1, merged),
         ]
     }
 
@@ -349,6 +382,13 @@ impl State {
         st.vectors = VectorStore::decode(&mut r, p.dimension).map_err(|e| (section::VECTORS, e))?;
         let mut r = find(section::SESSIONS)?;
         st.sessions = SessionStore::decode(&mut r).map_err(|e| (section::SESSIONS, e))?;
+        // Snapshots written before reconciliation existed have no such
+        // section: nothing was merged then.
+        if sections.iter().any(|(id, _, _)| *id == section::MERGED) {
+            let mut r = find(section::MERGED)?;
+            st.merged = MergedStore::decode(&mut r, p.half_lives_ms.len())
+                .map_err(|e| (section::MERGED, e))?;
+        }
         Ok(st)
     }
 }
