@@ -12,8 +12,11 @@
 //!
 //! - **Read-only.** Files are opened with [`OpenMode::Read`]; nothing is
 //!   created, renamed, cut or synced, and `LOCK` is not taken, so a
-//!   directory can be inspected while a database has it open (what a live
-//!   writer is appending may then show as a torn tail).
+//!   directory can be inspected while a database has it open. A live
+//!   directory changes under the walk, though: what a writer is appending
+//!   may show as a torn tail, and a segment a checkpoint deletes meanwhile
+//!   as a file that cannot be read. Inspect a stopped database for a
+//!   verdict.
 //! - **Judged as recovery judges.** A bad or cut batch in the last segment
 //!   of a shard with no valid batch after it is a [`TornTail`] (recovery
 //!   cuts it and reports `CutKind::TornTail`), not damage. Anything recovery
@@ -431,6 +434,12 @@ fn next_valid_batch(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// The SeqNo of a batch's `i`-th record (decoded headers are checked not
+/// to overflow; saturating all the same, so no input can panic here).
+fn seqno_at(meta: &BatchMeta, i: usize) -> SeqNo {
+    SeqNo(meta.first_seqno.0.saturating_add(i as u64))
+}
+
 /// A batch's report, with its records rendered if asked.
 fn batch_report(
     offset: usize,
@@ -440,9 +449,10 @@ fn batch_report(
     render: bool,
 ) -> BatchReport {
     let rendered = if render {
-        (meta.first_seqno.0..)
-            .zip(records)
-            .map(|(s, r)| (SeqNo(s), format!("{r:?}")))
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (seqno_at(meta, i), format!("{r:?}")))
             .collect()
     } else {
         Vec::new()

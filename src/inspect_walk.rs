@@ -7,7 +7,7 @@ use std::path::Path;
 use super::{
     BatchReport, DirReport, DivergedReport, EpochReport, InspectOptions, SegmentReport,
     ShardReport, SnapshotReport, TornTail, batch_report, decode_state, next_valid_batch, read_file,
-    read_into, section_payload_offsets, snapshot_damage,
+    read_into, section_payload_offsets, seqno_at, snapshot_damage,
 };
 use crate::snapshot::{decode_snapshot, list_snapshots, snapshot_dir};
 use crate::state::StateParams;
@@ -492,7 +492,7 @@ impl Walker<'_> {
 
     /// Adds a batch's `EpochStart` records to the epoch history.
     fn history(&mut self, path: &Path, meta: &BatchMeta, records: &[Record]) {
-        for (seqno, r) in (meta.first_seqno.0..).zip(records) {
+        for (i, r) in records.iter().enumerate() {
             if let Record::EpochStart {
                 epoch,
                 leader_node,
@@ -500,7 +500,7 @@ impl Walker<'_> {
                 ..
             } = r
             {
-                let start = SeqNo(seqno);
+                let start = seqno_at(meta, i);
                 if self
                     .epochs
                     .iter()
