@@ -1,12 +1,17 @@
 //! SIGKILL crash harness: no acknowledged write is ever lost.
 //!
 //! A child process (this test binary re-executed on the ignored test
-//! `crash_child`) writes with `Durability::Sync` into a data directory with
-//! small segments (a roll every ~20 writes) and a checkpoint every
-//! `CHECKPOINT_EVERY` writes, printing `ack <i> <epoch> <seqno>` to stdout
-//! after write `i` returns. Write `i` is derived from the seed and `i`
-//! alone (its signals, weights, timestamps and the clock), so the parent
-//! knows every write's content and the SeqNo it must end at.
+//! `crash_child`) writes with `Durability::Sync` from one or more writer
+//! threads into a data directory with small segments (a roll every ~30
+//! writes) and a checkpoint every `CHECKPOINT_EVERY` writes of writer 0,
+//! printing `ack <writer> <k> <epoch> <seqno>` to stdout after write `k` of
+//! a writer returns. A write is derived from the seed, its writer and `k`
+//! alone (its signals, weights and timestamps), so the parent knows every
+//! write's content; with one writer it also knows the SeqNo each must end
+//! at. Each writer is sequential, so what a writer has in the log is a
+//! prefix of its writes: its acknowledged ones, plus perhaps the one in
+//! flight. With several writers, group commit packs their writes into
+//! shared batches.
 //!
 //! The parent kills the child with SIGKILL (`Child::kill`) at a moment drawn
 //! from a seeded PRNG: at a random time (also during open), right after the
@@ -14,16 +19,22 @@
 //! segment roll. Then it inspects the directory with `tidal::inspect`
 //! (a torn tail is allowed, damage is not), reopens it and checks:
 //!
-//! - the log ends exactly after the acknowledged writes, or after one more
-//!   (the write in flight): any other end fails, a lost acked write first;
-//! - every acknowledged Position equals the one the model computes;
+//! - the log ends exactly after the acknowledged writes plus some of the
+//!   writes in flight (at most one per writer): any other end fails, a
+//!   lost acked write first;
+//! - every acknowledged Position equals the one the model computes (one
+//!   writer), or acknowledged Positions are distinct and increase per
+//!   writer (several);
 //! - for every entity and signal type, `read_count` equals the model of the
 //!   writes present and `read_decay_score` at a fixed read time is within
-//!   the documented bound `1e-9 * sum |w_i| * decay_i` of the naive sum.
+//!   the documented bound `1e-9 * sum |w_i| * decay_i` of the naive sum
+//!   (for the one choice of in-flight writes that fits the log's length and
+//!   every read; none fitting fails).
 //!
 //! Then the next cycle restarts the child on the same directory, from the
-//! first write not present. 25 cycles in the normal run; 1,000 in
-//! `crash_sigkill_1000_cycles` (`--ignored`), seeded by `TIDAL_CRASH_SEED`.
+//! first write not present. 25 cycles with one writer and 25 with three in
+//! the normal run; 1,000 in `crash_sigkill_1000_cycles` (`--ignored`),
+//! seeded by `TIDAL_CRASH_SEED`, with `TIDAL_CRASH_WRITERS` writers.
 //! The kill schedule and every write are reproducible from the seed; the
 //! exact instruction a kill lands on depends on the OS scheduler.
 
@@ -55,6 +66,7 @@ const MAX_WRITES_PER_CHILD: u64 = 2_000;
 
 const ENV_DIR: &str = "TIDAL_CRASH_CHILD_DIR";
 const ENV_SEED: &str = "TIDAL_CRASH_CHILD_SEED";
+/// Where each writer starts: `k0,k1,...` (one number per writer).
 const ENV_START: &str = "TIDAL_CRASH_CHILD_START";
 
 fn splitmix(mut x: u64) -> u64 {
@@ -67,9 +79,9 @@ fn splitmix(mut x: u64) -> u64 {
 /// One signal of a write: (type index, entity, weight, timestamp ms).
 type Signal = (usize, u64, f64, u64);
 
-/// The signals of write `i` under `seed`: 1 to 5 of them.
-fn write_signals(seed: u64, i: u64) -> Vec<Signal> {
-    let mut r = splitmix(seed ^ splitmix(i));
+/// The signals of write `i` of `writer` under `seed`: 1 to 5 of them.
+fn write_signals(seed: u64, writer: usize, i: u64) -> Vec<Signal> {
+    let mut r = splitmix(seed ^ splitmix(i) ^ splitmix(!(writer as u64)));
     let n = 1 + r % 5;
     (0..n)
         .map(|_| {
@@ -99,12 +111,13 @@ fn config(dir: &Path, clock: Arc<ManualClock>) -> Config {
         .unwrap()
 }
 
-/// The child: writes from `ENV_START` on, acking each on stdout, until it
-/// is killed. Does nothing when not started by the parent.
+/// The child: each writer writes from its start in `ENV_START` on,
+/// acking each write on stdout, until the process is killed. Does nothing
+/// when not started by the parent.
 #[test]
 #[ignore = "the child process of the crash harness; run by the parent"]
 fn crash_child() {
-    let (Ok(dir), Ok(seed), Ok(start)) = (
+    let (Ok(dir), Ok(seed), Ok(starts)) = (
         std::env::var(ENV_DIR),
         std::env::var(ENV_SEED),
         std::env::var(ENV_START),
@@ -112,56 +125,76 @@ fn crash_child() {
         return;
     };
     let seed: u64 = seed.parse().unwrap();
-    let start: u64 = start.parse().unwrap();
-    let clock = Arc::new(ManualClock::new(clock_ms(start)));
+    let starts: Vec<u64> = starts.split(',').map(|k| k.parse().unwrap()).collect();
+    let top = starts.iter().copied().max().unwrap_or(0);
+    let clock = Arc::new(ManualClock::new(clock_ms(top)));
     let db = TidalDb::open(config(Path::new(&dir), clock.clone())).unwrap();
-    let mut out = std::io::stdout().lock();
-    // On a line of its own: the test harness has printed "test ... " first.
-    writeln!(out, "\nopen").unwrap();
-    out.flush().unwrap();
-    for i in start..start + MAX_WRITES_PER_CHILD {
-        clock.set_ms(clock_ms(i));
-        let mut b = WriteBatch::new();
-        for (t, e, w, at) in write_signals(seed, i) {
-            b = b.signal(TYPES[t].0, EntityId(e), w, Timestamp(at));
+    say("\nopen"); // on a line of its own: the harness printed "test ... "
+    // The clock follows the furthest writer, so every signal's timestamp
+    // (at most its own write's clock) is in the past.
+    let furthest = std::sync::atomic::AtomicU64::new(top);
+    std::thread::scope(|s| {
+        for (writer, &start) in starts.iter().enumerate() {
+            let (db, clock, furthest) = (&db, &clock, &furthest);
+            s.spawn(move || {
+                for k in start..start + MAX_WRITES_PER_CHILD {
+                    let top = furthest
+                        .fetch_max(k, std::sync::atomic::Ordering::SeqCst)
+                        .max(k);
+                    clock.set_ms(clock_ms(top));
+                    let mut b = WriteBatch::new();
+                    for (t, e, w, at) in write_signals(seed, writer, k) {
+                        b = b.signal(TYPES[t].0, EntityId(e), w, Timestamp(at));
+                    }
+                    let p = db.write(b).unwrap();
+                    say(&format!("ack {writer} {k} {} {}", p.epoch.0, p.seqno.0));
+                    if writer == 0 && (k + 1) % CHECKPOINT_EVERY == 0 {
+                        say(&format!("cp-begin {k}"));
+                        db.checkpoint().unwrap();
+                        say(&format!("cp-end {k}"));
+                    }
+                }
+            });
         }
-        let p = db.write(b).unwrap();
-        writeln!(out, "ack {i} {} {}", p.epoch.0, p.seqno.0).unwrap();
-        out.flush().unwrap();
-        if (i + 1) % CHECKPOINT_EVERY == 0 {
-            writeln!(out, "cp-begin {i}").unwrap();
-            out.flush().unwrap();
-            db.checkpoint().unwrap();
-            writeln!(out, "cp-end {i}").unwrap();
-            out.flush().unwrap();
-        }
-    }
+    });
     std::thread::sleep(Duration::from_secs(60));
+}
+
+/// One line to the parent, flushed at once.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
 }
 
 /// The writes present in the reopened database, summed per type and
 /// entity: `(count, naive score at READ_AT_MS, sum |w| * decay)`.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Model {
-    present: u64,
-    /// SeqNo of the last record after `present` writes (1: the EpochStart).
+    /// Per writer, how many of its writes are present (a prefix).
+    present: Vec<u64>,
+    /// SeqNo of the last record (1: the EpochStart).
     seqno: u64,
     sums: BTreeMap<(usize, u64), (i64, f64, f64)>,
-    /// The write each present write's first SeqNo belongs to.
+    /// With one writer: the write each present write's first SeqNo
+    /// belongs to (to predict segment rolls).
     starts: BTreeMap<u64, u64>,
 }
 
 impl Model {
-    fn new() -> Model {
+    fn new(writers: usize) -> Model {
         Model {
+            present: vec![0; writers],
             seqno: 1,
             ..Model::default()
         }
     }
 
-    fn apply(&mut self, seed: u64) {
-        self.starts.insert(self.seqno + 1, self.present);
-        for (t, e, w, at) in write_signals(seed, self.present) {
+    /// Adds the next write of `writer`.
+    fn apply(&mut self, seed: u64, writer: usize) {
+        let k = self.present[writer];
+        self.starts.insert(self.seqno + 1, k);
+        for (t, e, w, at) in write_signals(seed, writer, k) {
             let d = (-((READ_AT_MS - at) as f64) / TYPES[t].1 as f64).exp2();
             let s = self.sums.entry((t, e)).or_default();
             s.0 += i64::from(w > 0.0) - i64::from(w < 0.0);
@@ -169,12 +202,12 @@ impl Model {
             s.2 += w.abs() * d;
             self.seqno += 1;
         }
-        self.present += 1;
+        self.present[writer] += 1;
     }
 
-    /// The last SeqNo after one more write.
-    fn seqno_after_next(&self, seed: u64) -> u64 {
-        self.seqno + write_signals(seed, self.present).len() as u64
+    /// The furthest write index any writer reached.
+    fn top(&self) -> u64 {
+        self.present.iter().copied().max().unwrap_or(0)
     }
 }
 
@@ -183,20 +216,22 @@ impl Model {
 enum Trigger {
     /// This long after the spawn (often during open or recovery).
     At(Duration),
-    /// This long after the ack of write `i`.
+    /// This long after the ack of write `k` of writer 0.
     AfterAck(u64, Duration),
 }
 
 /// What one child run printed before it died.
 #[derive(Default, Debug)]
 struct Run {
-    acks: Vec<(u64, u64, u64)>,
+    /// `(writer, k, epoch, seqno)` in the order printed.
+    acks: Vec<(usize, u64, u64, u64)>,
     open: bool,
     in_checkpoint: bool,
     trigger_missed: bool,
 }
 
-fn spawn_child(dir: &Path, seed: u64, start: u64) -> Child {
+fn spawn_child(dir: &Path, seed: u64, starts: &[u64]) -> Child {
+    let starts: Vec<String> = starts.iter().map(u64::to_string).collect();
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -207,7 +242,7 @@ fn spawn_child(dir: &Path, seed: u64, start: u64) -> Child {
         ])
         .env(ENV_DIR, dir)
         .env(ENV_SEED, seed.to_string())
-        .env(ENV_START, start.to_string())
+        .env(ENV_START, starts.join(","))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -236,10 +271,16 @@ fn take_line(run: &mut Run, line: &str) {
     let f: Vec<&str> = line.split(' ').collect();
     match f.as_slice() {
         ["open"] => run.open = true,
-        ["ack", i, e, s] => {
-            run.acks
-                .push((i.parse().unwrap(), e.parse().unwrap(), s.parse().unwrap()));
-            run.in_checkpoint = false;
+        ["ack", w, k, e, s] => {
+            let w: usize = w.parse().unwrap();
+            run.acks.push((
+                w,
+                k.parse().unwrap(),
+                e.parse().unwrap(),
+                s.parse().unwrap(),
+            ));
+            // Writer 0 runs the checkpoints: its next ack is after one.
+            run.in_checkpoint &= w != 0;
         }
         ["cp-begin", _] => run.in_checkpoint = true,
         ["cp-end", _] => run.in_checkpoint = false,
@@ -247,10 +288,10 @@ fn take_line(run: &mut Run, line: &str) {
     }
 }
 
-/// Runs one child from `start` and kills it at `trigger`.
-fn run_child(dir: &Path, seed: u64, start: u64, trigger: Trigger) -> (Run, String) {
+/// Runs one child from `starts` and kills it at `trigger`.
+fn run_child(dir: &Path, seed: u64, starts: &[u64], trigger: Trigger) -> (Run, String) {
     let spawned = Instant::now();
-    let mut child = spawn_child(dir, seed, start);
+    let mut child = spawn_child(dir, seed, starts);
     let mut stderr = child.stderr.take().unwrap();
     let err = std::thread::spawn(move || {
         let mut s = String::new();
@@ -275,8 +316,8 @@ fn run_child(dir: &Path, seed: u64, start: u64, trigger: Trigger) -> (Run, Strin
         match rx.recv_timeout(deadline - now) {
             Ok(line) => {
                 take_line(&mut run, &line);
-                if let Trigger::AfterAck(i, d) = trigger
-                    && run.acks.last().is_some_and(|a| a.0 == i)
+                if let Trigger::AfterAck(k, d) = trigger
+                    && run.acks.last().is_some_and(|a| (a.0, a.1) == (0, k))
                 {
                     std::thread::sleep(d);
                     break;
@@ -313,40 +354,49 @@ struct Tally {
     triggers_missed: u64,
 }
 
-/// The harness: `cycles` kill-and-reopen cycles on one directory.
-fn harness(seed: u64, cycles: u64) {
+/// The harness: `cycles` kill-and-reopen cycles on one directory, with
+/// `writers` writer threads in the child.
+fn harness(seed: u64, cycles: u64, writers: usize) {
     let replay = format!(
-        "TIDAL_CRASH_SEED={seed} TIDAL_CRASH_CYCLES={cycles} cargo test --release --test crash_sigkill -- --ignored --exact crash_sigkill_1000_cycles --nocapture"
+        "TIDAL_CRASH_SEED={seed} TIDAL_CRASH_CYCLES={cycles} TIDAL_CRASH_WRITERS={writers} cargo test --release --test crash_sigkill -- --ignored --exact crash_sigkill_1000_cycles --nocapture"
     );
-    eprintln!("crash harness: seed {seed}, {cycles} cycles; replay: {replay}");
+    eprintln!("crash harness: seed {seed}, {cycles} cycles, {writers} writers; replay: {replay}");
     let guard = ReplayOnPanic(replay);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
-    let mut model = Model::new();
+    let mut model = Model::new(writers);
     let mut rng = splitmix(seed ^ 0x5eed);
     let mut tally = Tally::default();
     for cycle in 0..cycles {
         rng = splitmix(rng);
-        let start = model.present;
+        let starts = model.present.clone();
         let trigger = pick_trigger(rng, seed, &model, &dir);
         let segments_before = segment_names(&dir);
-        let (run, stderr) = run_child(&dir, seed, start, trigger);
-        let what = format!("cycle {cycle} (start {start}, {trigger:?}, {run:?})");
+        let (run, stderr) = run_child(&dir, seed, &starts, trigger);
+        let what = format!("cycle {cycle} (starts {starts:?}, {trigger:?}, {run:?})");
         tally.cycles += 1;
         tally.killed_in_checkpoint += u64::from(run.in_checkpoint);
         tally.killed_before_open_done += u64::from(!run.open);
         tally.triggers_missed += u64::from(run.trigger_missed);
 
-        // Acks come in order, for consecutive writes from `start`.
-        let mut m = Model::new();
-        std::mem::swap(&mut m, &mut model);
-        for (k, &(i, epoch, seqno)) in run.acks.iter().enumerate() {
-            assert_eq!(i, start + k as u64, "{what}: acks out of order\n{stderr}");
+        // Acks come in order per writer, for consecutive writes from its
+        // start, at distinct SeqNos increasing per writer; with one writer
+        // at exactly the SeqNo the model computes.
+        let mut acked_seqnos = std::collections::BTreeSet::new();
+        let mut last_of = vec![0u64; writers];
+        for &(w, k, epoch, seqno) in &run.acks {
+            assert_eq!(k, model.present[w], "{what}: acks out of order\n{stderr}");
             assert_eq!(epoch, 1, "{what}");
-            m.apply(seed);
-            assert_eq!(seqno, m.seqno, "{what}: write {i} acked at SeqNo {seqno}");
+            model.apply(seed, w);
+            if writers == 1 {
+                assert_eq!(
+                    seqno, model.seqno,
+                    "{what}: write {k} acked at SeqNo {seqno}"
+                );
+            }
+            assert!(seqno > last_of[w] && acked_seqnos.insert(seqno), "{what}");
+            last_of[w] = seqno;
         }
-        model = m;
         tally.writes_acked += run.acks.len() as u64;
 
         // Read-only inspection first (recovery will cut a torn tail).
@@ -356,31 +406,53 @@ fn harness(seed: u64, cycles: u64) {
             "{what}: inspect found damage: {report:#?}"
         );
         tally.torn_tails += report.torn_tails.len() as u64;
-        // The in-flight write rolled the log if a segment starting right
-        // after the last acked record appeared.
-        let rolled = format!("{:020}.seg", model.seqno + 1);
-        if !segments_before.contains(&rolled) && segment_names(&dir).contains(&rolled) {
+        // An in-flight write rolled the log if a segment starting after
+        // the last acked record appeared.
+        let acked_end = acked_seqnos.last().copied().unwrap_or(0);
+        if segment_names(&dir).iter().any(|n| {
+            !segments_before.contains(n) && n[..20].parse::<u64>().is_ok_and(|f| f > acked_end)
+        }) {
             tally.killed_in_roll += 1;
         }
 
         match reopen_and_check(&dir, seed, &mut model) {
-            Ok(true) => tally.in_flight_present += 1,
-            Ok(false) => tally.in_flight_absent += 1,
+            Ok(n) => {
+                tally.in_flight_present += n;
+                tally.in_flight_absent += writers as u64 - n;
+            }
             Err(e) => panic!("{what}: {e}\nchild stderr:\n{stderr}"),
         }
     }
-    eprintln!("crash harness: seed {seed}: {tally:?}");
+    // How often group commit packed writes together (a batch of more
+    // records than one write holds), in the log still retained.
+    let options = InspectOptions {
+        batches: true,
+        records: false,
+    };
+    let report = inspect_dir(&dir, options);
+    let batches = report
+        .shards
+        .iter()
+        .flat_map(|s| &s.segments)
+        .flat_map(|s| &s.batches);
+    let (all, packed) = batches.fold((0, 0), |(a, p), b| {
+        (a + 1, p + u64::from(b.record_count > 5))
+    });
+    eprintln!(
+        "crash harness: seed {seed}, {writers} writers: {tally:?}; retained log: {all} batches, {packed} of them holding several writes"
+    );
     assert_eq!(tally.cycles, cycles);
     assert!(tally.writes_acked > 0, "no write was ever acknowledged");
     std::mem::forget(guard);
 }
 
 /// Reopens the directory after a crash and checks it against the model
-/// of the acknowledged writes: the log ends after them or after the write
-/// in flight (which then joins the model; `Ok(true)`), only torn tails were
-/// cut, and every read equals the model.
-fn reopen_and_check(dir: &Path, seed: u64, model: &mut Model) -> Result<bool, String> {
-    let clock = Arc::new(ManualClock::new(clock_ms(model.present)));
+/// of the acknowledged writes: only torn tails were cut, and the log ends
+/// after the acked writes plus a choice of the writes in flight (one per
+/// writer at most) whose model every read equals. That choice joins the
+/// model; returns how many in-flight writes it holds.
+fn reopen_and_check(dir: &Path, seed: u64, model: &mut Model) -> Result<u64, String> {
+    let clock = Arc::new(ManualClock::new(clock_ms(model.top())));
     let db = TidalDb::open(config(dir, clock)).map_err(|e| format!("reopen failed: {e}"))?;
     for cut in &db.status().recovery.cuts {
         if cut.kind != CutKind::TornTail {
@@ -388,26 +460,34 @@ fn reopen_and_check(dir: &Path, seed: u64, model: &mut Model) -> Result<bool, St
         }
     }
     let last = db.last_position().seqno.0;
-    let in_flight = if last == model.seqno {
-        false
-    } else if last == model.seqno_after_next(seed) {
-        model.apply(seed);
-        true
+    let writers = model.present.len();
+    let mut tried = Vec::new();
+    for mask in 0u32..1 << writers {
+        let mut m = model.clone();
+        for w in (0..writers).filter(|w| mask & (1 << w) != 0) {
+            m.apply(seed, w);
+        }
+        if m.seqno != last {
+            continue;
+        }
+        match check_reads(&db, &m) {
+            Ok(()) => {
+                *model = m;
+                db.close().map_err(|e| e.to_string())?;
+                return Ok(u64::from(mask.count_ones()));
+            }
+            Err(e) => tried.push(format!("in flight {mask:#b}: {e}")),
+        }
+    }
+    let lost = if last < model.seqno {
+        ": an acknowledged write was lost"
     } else {
-        let lost = if last < model.seqno {
-            ": an acknowledged write was lost"
-        } else {
-            ""
-        };
-        return Err(format!(
-            "the log ends at SeqNo {last}; the acked writes end at {}, with the write in flight at {}{lost}",
-            model.seqno,
-            model.seqno_after_next(seed),
-        ));
+        ""
     };
-    check_reads(&db, model)?;
-    db.close().map_err(|e| e.to_string())?;
-    Ok(in_flight)
+    Err(format!(
+        "the log ends at SeqNo {last}; the acked writes end at {}{lost}; no choice of in-flight writes fits: {tried:?}",
+        model.seqno
+    ))
 }
 
 /// Every count exact, every score within the documented bound.
@@ -438,9 +518,10 @@ fn check_reads(db: &TidalDb, model: &Model) -> Result<(), String> {
 /// A kill moment: a third at a random time (half of those within the
 /// first 40 ms: during open and recovery), a third right after the ack
 /// before a checkpoint, a third right after the ack before a write
-/// predicted to roll the log; the last two with a random delay up to 3 ms.
+/// predicted to roll the log (one writer; else a random time); the last
+/// two with a random delay up to 3 ms.
 fn pick_trigger(r: u64, seed: u64, model: &Model, dir: &Path) -> Trigger {
-    let start = model.present;
+    let start = model.present[0];
     let delay = Duration::from_micros(splitmix(r) % 3_000);
     let ahead = splitmix(r ^ 1) % 60;
     let roll = || predict_roll(seed, model, dir, 1 + splitmix(r ^ 3) % 2);
@@ -449,7 +530,9 @@ fn pick_trigger(r: u64, seed: u64, model: &Model, dir: &Path) -> Trigger {
             let i = (start + ahead + 1).div_ceil(CHECKPOINT_EVERY) * CHECKPOINT_EVERY - 1;
             Trigger::AfterAck(i, delay)
         }
-        2 if roll().is_some() => Trigger::AfterAck(roll().unwrap_or_default() - 1, delay),
+        2 if model.present.len() == 1 && roll().is_some() => {
+            Trigger::AfterAck(roll().unwrap_or_default() - 1, delay)
+        }
         _ => {
             let within_ms = if (r >> 8).is_multiple_of(2) { 40 } else { 400 };
             Trigger::At(Duration::from_millis(splitmix(r ^ 2) % within_ms))
@@ -465,7 +548,7 @@ fn pick_trigger(r: u64, seed: u64, model: &Model, dir: &Path) -> Trigger {
 /// not exist to trigger on.
 fn predict_roll(seed: u64, model: &Model, dir: &Path, nth: u64) -> Option<u64> {
     let last: u64 = segment_names(dir).pop()?[..20].parse().ok()?;
-    let size = |i: u64| 48 + 27 * write_signals(seed, i).len() as u64;
+    let size = |i: u64| 48 + 27 * write_signals(seed, 0, i).len() as u64;
     let mut end = 32 + if last == 1 { 48 + 26 } else { 0 };
     end += model
         .starts
@@ -473,10 +556,11 @@ fn predict_roll(seed: u64, model: &Model, dir: &Path, nth: u64) -> Option<u64> {
         .map(|(_, &w)| size(w))
         .sum::<u64>();
     let mut seen = 0;
-    for i in model.present..model.present + 500 {
+    let present = model.present[0];
+    for i in present..present + 500 {
         if end > 32 && end + size(i) > SEGMENT_BYTES {
             end = 32;
-            if i > model.present {
+            if i > present {
                 seen += 1;
                 if seen == nth {
                     return Some(i);
@@ -515,11 +599,16 @@ impl Drop for ReplayOnPanic {
 
 #[test]
 fn crash_sigkill_25_cycles_keep_every_acknowledged_write() {
-    harness(0x7d1a_2026, 25);
+    harness(0x7d1a_2026, 25, 1);
 }
 
 #[test]
-#[ignore = "1,000 cycles (minutes): TIDAL_CRASH_SEED picks the seed"]
+fn crash_sigkill_25_cycles_of_three_group_committed_writers_keep_every_acknowledged_write() {
+    harness(0x7d1a_2027, 25, 3);
+}
+
+#[test]
+#[ignore = "1,000 cycles (minutes): TIDAL_CRASH_SEED picks the seed, TIDAL_CRASH_WRITERS the writers"]
 fn crash_sigkill_1000_cycles() {
     let seed = std::env::var("TIDAL_CRASH_SEED")
         .ok()
@@ -533,7 +622,11 @@ fn crash_sigkill_1000_cycles() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000);
-    harness(seed, cycles);
+    let writers = std::env::var("TIDAL_CRASH_WRITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    harness(seed, cycles, writers);
 }
 
 /// The harness has teeth: after a crash, cutting the log's last two
@@ -544,11 +637,11 @@ fn crash_harness_catches_a_lost_acknowledged_write() {
     let seed = 99;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
-    let (run, stderr) = run_child(&dir, seed, 0, Trigger::AfterAck(30, Duration::ZERO));
+    let (run, stderr) = run_child(&dir, seed, &[0], Trigger::AfterAck(30, Duration::ZERO));
     assert!(run.acks.len() >= 31, "{run:?}\n{stderr}");
-    let mut model = Model::new();
+    let mut model = Model::new(1);
     for _ in &run.acks {
-        model.apply(seed);
+        model.apply(seed, 0);
     }
     // Every batch of the log, in order: (segment, offset).
     let wal = dir.join("wal/shard-00000");
