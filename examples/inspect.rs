@@ -2,8 +2,8 @@
 //! segments, snapshots, every checksum, the epoch history, diverged
 //! suffixes; with `--batches` every batch, with `--records` also their
 //! records. Exits 1 when anything is damaged (naming file and offset), 2 on
-//! a usage error, 0 otherwise (a torn tail is reported but is not damage:
-//! recovery cuts it).
+//! a usage error or a directory that holds no database, 0 otherwise (a
+//! torn tail is reported but is not damage: recovery cuts it).
 //!
 //! ```text
 //! cargo run --release --example inspect -- <data_dir> [--batches] [--records]
@@ -46,6 +46,10 @@ fn main() -> ExitCode {
     let mut damaged = false;
     for d in data_dirs(&dir) {
         let report = inspect_dir(&d, options);
+        if report.meta.is_none() && report.shards.is_empty() && report.is_clean() {
+            eprintln!("{} is not a TidalDb data directory", d.display());
+            return ExitCode::from(2);
+        }
         print_report(&report);
         damaged |= !report.is_clean();
     }

@@ -278,7 +278,7 @@ pub fn inspect_with(storage: &dyn Storage, dir: &Path, options: InspectOptions) 
         signal_type_count: u16::try_from(m.signal_types.len()).unwrap_or(u16::MAX),
         dimension: m.dimension,
     });
-    if meta.is_none() {
+    if meta.is_none() && storage.exists(&dir.join(META_FILE_NAME)) {
         report
             .notes
             .push("META is unreadable: records and snapshot sections are not decoded".into());
@@ -337,13 +337,25 @@ pub fn inspect_with(storage: &dyn Storage, dir: &Path, options: InspectOptions) 
 fn read_meta(storage: &dyn Storage, dir: &Path, report: &mut DirReport) -> Option<MetaReport> {
     let path = dir.join(META_FILE_NAME);
     if !storage.exists(&path) {
-        let holds_data = ["wal", "snapshots"].iter().any(|sub| {
-            storage
-                .list_dir(&dir.join(sub))
-                .is_ok_and(|shards| !shards.is_empty())
+        // As `META`'s loader decides: a file in any shard directory of
+        // `wal/` or `snapshots/` is data (an entry that is not a listable
+        // directory counts as one).
+        let holds_data = ["wal", "snapshots"].iter().find_map(|sub| {
+            let top = dir.join(sub);
+            storage.list_dir(&top).ok()?.into_iter().find_map(|shard| {
+                let d = top.join(shard);
+                match storage.list_dir(&d) {
+                    Ok(files) => files.first().map(|f| d.join(f)),
+                    Err(_) => Some(d),
+                }
+            })
         });
-        if holds_data {
-            report.damage(&path, 0, "META is missing but the directory holds data");
+        if let Some(found) = holds_data {
+            let what = format!(
+                "META is missing but the directory holds {}",
+                found.display()
+            );
+            report.damage(&path, 0, what);
         } else {
             report.notes.push("no META: not a data directory".into());
         }
