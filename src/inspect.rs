@@ -213,7 +213,7 @@ pub struct SnapshotReport {
     pub seqno: SeqNo,
     /// The file's size.
     pub size_bytes: u64,
-    /// Its header's epoch and HLC, if it decoded.
+    /// Its header's epoch, if it decoded.
     pub epoch: Option<Epoch>,
     /// The HLC of its last record, if it decoded.
     pub hlc: Option<Hlc>,
