@@ -17,7 +17,8 @@
 //! from a seeded PRNG: at a random time (also during open), right after the
 //! ack that precedes a checkpoint, or right after the ack before a predicted
 //! segment roll. Then it inspects the directory with `tidal::inspect`
-//! (a torn tail is allowed, damage is not), reopens it and checks:
+//! (a torn tail is allowed, damage is not), reopens it and checks (and
+//! after closing it, inspects it again: no damage, no torn tail left):
 //!
 //! - the log ends exactly after the acknowledged writes plus some of the
 //!   writes in flight (at most one per writer): any other end fails, a
@@ -422,6 +423,12 @@ fn harness(seed: u64, cycles: u64, writers: usize) {
             }
             Err(e) => panic!("{what}: {e}\nchild stderr:\n{stderr}"),
         }
+        // Recovery made its cut durable: the directory is now whole.
+        let report = inspect_dir(&dir, InspectOptions::default());
+        assert!(
+            report.is_clean() && report.torn_tails.is_empty(),
+            "{what}: after recovery: {report:#?}"
+        );
     }
     // How often group commit packed writes together (a batch of more
     // records than one write holds), in the log still retained.
