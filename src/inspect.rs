@@ -8,6 +8,26 @@
 //! second decoder here to drift from the first. It returns a [`DirReport`]
 //! listing what it found and every [`Damage`] (file, offset, what).
 //!
+//! ```
+//! use std::time::Duration;
+//! use tidal::inspect::{InspectOptions, inspect_dir};
+//! use tidal::{Config, EntityId, TidalDb, Timestamp};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let db = TidalDb::open(
+//!     Config::builder(dir.path())
+//!         .signal_type("like", Duration::from_secs(3_600))
+//!         .build()?,
+//! )?;
+//! let last = db.signal("like", EntityId(1), 1.0, Timestamp::now())?;
+//! db.close()?;
+//!
+//! let report = inspect_dir(dir.path(), InspectOptions::default());
+//! assert!(report.is_clean(), "{:?}", report.damage);
+//! assert_eq!(report.shards[0].last, Some(last));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Decisions:
 //!
 //! - **Read-only.** Files are opened with [`OpenMode::Read`]; nothing is
