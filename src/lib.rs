@@ -74,7 +74,9 @@
 //! it, and refuses to skip damage that may hold acknowledged writes
 //! ([`TidalError::Corruption`] naming file and offset). All file access goes
 //! through the [`storage::Storage`] seam; [`SimStorage`] simulates crashes
-//! that lose unsynced writes and injects faults.
+//! that lose unsynced writes and injects faults. [`inspect`] verifies a
+//! data directory read-only (every checksum, torn tails, damage by file and
+//! offset): the API behind `examples/inspect.rs`.
 //!
 //! # Decisions where the design was silent
 //!
@@ -139,6 +141,7 @@ pub mod config_file;
 pub mod crdt;
 pub mod db;
 pub mod error;
+pub mod inspect;
 pub(crate) mod meta;
 pub mod query;
 pub mod replication;
