@@ -163,16 +163,20 @@ fn print_report(r: &DirReport) {
     for d in &r.diverged {
         let show = |s: Option<tidal::SeqNo>| s.map_or("-".into(), |s| s.to_string());
         println!(
-            "    {}  epoch {}  SeqNos {}..={}  {} batches  {} records  size {} B",
+            "    {}  epoch {}  SeqNos {}..={}  {} batches  {} records  size {} B{}",
             name(&d.file),
             d.epoch.map_or("-".into(), |e| e.to_string()),
             show(d.first_seqno),
             show(d.last_seqno),
             d.batch_count,
             d.record_count,
-            d.size_bytes
+            d.size_bytes,
+            if d.merged { "  (merged)" } else { "" }
         );
         print_batches(&d.batches);
+    }
+    if let Some(e) = r.highest_epoch_seen {
+        println!("highest epoch seen (EPOCH): {e}");
     }
     println!(
         "replication positions: none stored on disk (follower acknowledgements and the HWM are kept in memory)"

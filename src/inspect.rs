@@ -60,6 +60,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::crdt::hlc::Hlc;
+use crate::db::core::repl::{EPOCH_FILE, load_seen_epoch};
 use crate::meta::{META_FILE_NAME, Meta};
 use crate::snapshot::{self, decode_snapshot};
 use crate::state::{State, StateParams};
@@ -98,6 +99,9 @@ pub struct DirReport {
     /// Files the database does not read (temporary files, `*.damaged`
     /// evidence, the pre-allocated spare segment, `LOCK`).
     pub other_files: Vec<PathBuf>,
+    /// The highest epoch this node has seen, from `EPOCH` (absent until a
+    /// replication peer told it of a higher epoch than its log holds).
+    pub highest_epoch_seen: Option<Epoch>,
     /// Torn tails: what recovery would cut and report, not damage.
     pub torn_tails: Vec<TornTail>,
     /// Damage: what recovery would refuse, or a file that fails its checks.
@@ -257,6 +261,8 @@ pub struct DivergedReport {
     pub last_seqno: Option<SeqNo>,
     /// The epoch of its first batch.
     pub epoch: Option<Epoch>,
+    /// Whether a reconciliation merged it (its name ends in `.merged`).
+    pub merged: bool,
     /// How many valid batches it holds.
     pub batch_count: u64,
     /// How many records they hold.
@@ -343,6 +349,12 @@ pub fn inspect_with(storage: &dyn Storage, dir: &Path, options: InspectOptions) 
     let mut epochs = std::mem::take(&mut walker.epochs);
     epochs.sort_by_key(|e| (e.start, e.epoch));
     report.epochs = epochs;
+    if storage.exists(&dir.join(EPOCH_FILE)) {
+        match load_seen_epoch(storage, dir) {
+            Ok(e) => report.highest_epoch_seen = Some(e),
+            Err(e) => report.damage(&dir.join(EPOCH_FILE), 0, e.to_string()),
+        }
+    }
     report
         .damage
         .sort_by(|a, b| (&a.file, a.offset).cmp(&(&b.file, b.offset)));
@@ -423,7 +435,9 @@ fn shard_dirs(storage: &dyn Storage, dir: &Path, report: &mut DirReport) -> Vec<
     }
     if let Ok(names) = storage.list_dir(dir) {
         for name in names {
-            if ![META_FILE_NAME, "wal", "snapshots", "diverged"].contains(&name.as_str()) {
+            if ![META_FILE_NAME, "wal", "snapshots", "diverged", EPOCH_FILE]
+                .contains(&name.as_str())
+            {
                 report.other_files.push(dir.join(name));
             }
         }

@@ -286,7 +286,7 @@ impl Walker<'_> {
         };
         for name in names {
             let path = dir.join(&name);
-            if !name.ends_with(".batches") {
+            if !name.ends_with(".batches") && !name.ends_with(".merged") {
                 self.report.other_files.push(path);
                 continue;
             }
@@ -306,6 +306,7 @@ impl Walker<'_> {
                 first_seqno: found.first,
                 last_seqno: found.last.map(|p| p.seqno),
                 epoch: found.list.first().map(|b| b.epoch),
+                merged: name.ends_with(".merged"),
                 batch_count: found.count,
                 record_count: found.records,
                 batches: found.list,

@@ -133,6 +133,16 @@ async fn an_old_leaders_unshipped_writes_are_merged_exactly_once() {
         "{held:?}"
     );
 
+    // The inspection tool sees the merged suffix on the new leader and the
+    // epoch the old leader was told of, and no damage on either.
+    let options = tidal::inspect::InspectOptions::default();
+    let new_dir = tidal::inspect::inspect_dir(fd.path(), options);
+    assert!(new_dir.damage.is_empty(), "{:?}", new_dir.damage);
+    assert!(new_dir.diverged.iter().all(|d| d.merged) && !new_dir.diverged.is_empty());
+    let old_dir = tidal::inspect::inspect_dir(ld.path(), options);
+    assert!(old_dir.damage.is_empty(), "{:?}", old_dir.damage);
+    assert_eq!(old_dir.highest_epoch_seen, Some(Epoch(2)));
+
     // Reconciling again merges nothing new.
     let again = f.reconcile().unwrap();
     assert_eq!((again.suffixes, again.contributions), (0, 0));
