@@ -100,7 +100,13 @@ fn main() {
 
     let w1_sigs = signals(&zipf, sizes.w1_signals.max(sizes.w3_writes), 11, t0);
     if wants("W1") {
-        ingest::w1(&mut rep, &base, &w1_sigs[..sizes.w1_signals], landmark);
+        ingest::w1(
+            &mut rep,
+            &base,
+            &sizes,
+            &w1_sigs[..sizes.w1_signals],
+            landmark,
+        );
     }
     if wants("W2") {
         ingest::w2(&mut rep, &base, &sizes, &w1_sigs, landmark);

@@ -42,6 +42,8 @@ pub struct Sizes {
     pub w6_queries: usize,
     /// Seconds of baseline ingest before the checkpoint in W10.
     pub w10_baseline_seconds: f64,
+    /// Turns each system takes in the interleaved W1-W3 (`ingest.rs`).
+    pub rounds: usize,
 }
 
 impl Sizes {
@@ -59,6 +61,7 @@ impl Sizes {
                 w6_vectors: 100_000,
                 w6_queries: 30,
                 w10_baseline_seconds: 1.0,
+                rounds: 5,
             }
         } else {
             Sizes {
@@ -73,6 +76,7 @@ impl Sizes {
                 w6_vectors: 100_000,
                 w6_queries: 200,
                 w10_baseline_seconds: 3.0,
+                rounds: 10,
             }
         }
     }
