@@ -6,7 +6,7 @@
 //! cargo run --release --example compare -- --quick     # within 3 minutes on 2 cores
 //! cargo run --release --example compare                # full sizes: 1M entities x 3 types
 //! cargo run --release --example compare -- --dir /path # temp dirs under /path
-//! cargo run --release --example compare -- --only W1,W4 # a subset
+//! cargo run --release --example compare -- --only W1,W4 # a subset (W7E: W7/W8 with embeddings)
 //! ```
 //!
 //! Output: progress rows on stderr as they are measured; on stdout a table
@@ -117,6 +117,14 @@ fn main() {
     drop(w1_sigs);
     if wants("W6") {
         reads::w6(&mut rep, &base, &sizes);
+    }
+    // Reported, not a target: full mode only (about 1 GiB more memory).
+    if (a.only.is_none() && !a.quick)
+        || a.only
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|w| w == "W7E"))
+    {
+        recovery::with_embeddings(&mut rep, &base, &sizes, &zipf);
     }
     if wants("W9") {
         rep.missing(

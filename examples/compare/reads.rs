@@ -17,7 +17,7 @@ use crate::util::{
 
 /// The fixture, chunk by chunk (so no system holds it all in a Vec): every
 /// (entity, type) gets one signal, then `entities` Zipf signals on top.
-fn fixture_chunks(entities: u64, zipf: &Zipf, at: u64) -> impl Iterator<Item = Vec<Sig>> + '_ {
+pub fn fixture_chunks(entities: u64, zipf: &Zipf, at: u64) -> impl Iterator<Item = Vec<Sig>> + '_ {
     let full = (0..3u8).flat_map(move |ty| {
         (0..entities.div_ceil(BATCH as u64)).map(move |c| {
             let lo = c * BATCH as u64;
@@ -46,7 +46,7 @@ fn fixture_chunks(entities: u64, zipf: &Zipf, at: u64) -> impl Iterator<Item = V
     full.chain(extra)
 }
 
-fn to_batch(sigs: &[Sig]) -> WriteBatch {
+pub fn to_batch(sigs: &[Sig]) -> WriteBatch {
     let mut b = WriteBatch::new();
     for s in sigs {
         b = b.signal(

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use tidal::{Durability, EntityId, TidalDb, Timestamp, WriteBatch};
 
+use crate::reads::{fixture_chunks, to_batch};
 use crate::util::{
-    BATCH, Better, Report, Rng, Sizes, TYPES, pct, rate, rss_bytes, tidal_config, timed, us,
+    BATCH, Better, Report, Rng, Sizes, TYPES, Zipf, now_ms, pct, rate, rss_bytes, tempdir,
+    tidal_config, timed, us,
 };
 
 /// Reopens the fixture in `dir` twice (log replay, then from a fresh
@@ -146,5 +148,69 @@ fn w10(rep: &mut Report, db: TidalDb, sizes: &Sizes) {
     );
     rep.target("W10", us(stall) / 1e3, 10.0, "ms", Better::Lower);
     let db = Arc::into_inner(db).expect("no other handle");
+    db.close().expect("close");
+}
+
+/// W7/W8 with embeddings: the signal fixture plus one 128-d embedding per
+/// entity in one database; RSS of the whole, then checkpoint and reopen
+/// from the snapshot. Full mode runs it (1M x 3 scores + 1M embeddings).
+pub fn with_embeddings(rep: &mut Report, base: &Path, sizes: &Sizes, zipf: &Zipf) {
+    const DIM: usize = 128;
+    let dir = tempdir(base);
+    let relaxed = Durability::Periodic(Duration::from_millis(100));
+    let config = |d| tidal_config(dir.path(), d, DIM);
+    let rss0 = rss_bytes();
+    let db = TidalDb::open(config(relaxed)).expect("open");
+    let at = now_ms() - 30_000;
+    let (_, d) = timed(|| {
+        for chunk in fixture_chunks(sizes.entities, zipf, at) {
+            db.write(to_batch(&chunk)).expect("load");
+        }
+        let mut rng = Rng::new(71);
+        let mut v = vec![0f32; DIM];
+        let mut id = 0u64;
+        while id < sizes.entities {
+            let mut b = WriteBatch::new();
+            for _ in 0..BATCH.min((sizes.entities - id) as usize) {
+                v.iter_mut()
+                    .for_each(|x| *x = rng.unit() as f32 * 2.0 - 1.0);
+                b = b.write_item_embedding(EntityId(id), &v);
+                id += 1;
+            }
+            db.write(b).expect("embeddings");
+        }
+        db.flush().expect("flush");
+    });
+    let rss1 = rss_bytes();
+    let scores = sizes.entities * 3;
+    rep.row(
+        "W8-emb",
+        "tidal RSS, scores + embeddings",
+        (rss1.saturating_sub(rss0)) as f64 / 1048576.0,
+        "MiB",
+        &format!(
+            "{scores} scores + {} x {DIM} embeddings (raw f32 {:.0} MiB), loaded in {:.1} s; state_bytes {:.0} MiB per copy",
+            sizes.entities,
+            (sizes.entities as usize * DIM * 4) as f64 / 1048576.0,
+            d.as_secs_f64(),
+            db.status().state_bytes as f64 / 1048576.0
+        ),
+    );
+    let (_, cd) = timed(|| db.checkpoint().expect("checkpoint"));
+    db.close().expect("close");
+    let (db, d) = timed(|| TidalDb::open(config(Durability::Sync)).expect("reopen"));
+    let r = db.status().recovery;
+    rep.row(
+        "W7-emb",
+        "tidal reopen from snapshot, + embeddings",
+        d.as_secs_f64() * 1e3,
+        "ms",
+        &format!(
+            "snapshot used: {}; checkpoint took {:.0} ms; recovery {:.0} ms",
+            r.snapshot.is_some(),
+            cd.as_secs_f64() * 1e3,
+            r.duration.as_secs_f64() * 1e3
+        ),
+    );
     db.close().expect("close");
 }
