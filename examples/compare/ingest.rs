@@ -45,10 +45,13 @@ fn tidal_one(db: &TidalDb, s: &Sig) {
     .expect("signal");
 }
 
+/// What a system does with one part of its stream.
+type Part<'a> = Box<dyn FnMut(&[Sig]) + 'a>;
+
 /// One system in an interleaved run: its stream and what it does with a part.
 struct Turn<'a> {
     sigs: &'a [Sig],
-    run: Box<dyn FnMut(&[Sig]) + 'a>,
+    run: Part<'a>,
 }
 
 /// Runs every system's stream in `rounds` parts (cut on `align`-signal
