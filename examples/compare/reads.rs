@@ -143,6 +143,9 @@ pub fn fixture_workloads(
         (None, None)
     };
 
+    if let (Some(sq), Some(rd)) = (&sq, &rd) {
+        same_data(rep, sizes, &db, sq, rd, landmark);
+    }
     if let (true, Some(sq), Some(rd)) = (wants("W4"), &sq, &rd) {
         w4(rep, sizes, &db, sq, rd, zipf, landmark);
     }
@@ -158,6 +161,50 @@ pub fn fixture_workloads(
     if wants("W7") || wants("W10") {
         recovery::w7_w10(rep, tdir.path(), sizes, wants);
     }
+}
+
+/// Checks that the three systems hold the same data: decayed scores of
+/// 3,000 (entity, type) pairs (largest relative difference against TidalDb)
+/// and the overlap of the top-100 of one type with SQLite's.
+fn same_data(rep: &mut Report, sizes: &Sizes, db: &TidalDb, sq: &Sqlite, rd: &Redb, landmark: u64) {
+    let at = now_ms();
+    let mut rng = Rng::new(97);
+    let table = rd.reader();
+    let (mut d_sq, mut d_rd) = (0f64, 0f64);
+    for i in 0..3_000 {
+        let (e, ty) = (rng.below(sizes.entities), (i % 3) as u8);
+        let t = db
+            .read_decay_score(EntityId(e), TYPES[ty as usize], Timestamp(at))
+            .expect("read");
+        let f = read_factor(ty, landmark, at);
+        let rel = |x: f64| ((x - t) / t.abs().max(1e-300)).abs();
+        d_sq = d_sq.max(rel(sq.read_key(e, ty) * f));
+        d_rd = d_rd.max(rel(redb_read(&table, e, ty) * f));
+    }
+    let top = db
+        .retrieve(&Retrieve::top(100, "view", Timestamp(at)))
+        .expect("retrieve");
+    let ours: Vec<u64> = top.iter().map(|s| s.id.0).collect();
+    let mut theirs = Vec::new();
+    sq.top(0, 100, &mut theirs);
+    let common = theirs.iter().filter(|(e, _)| ours.contains(e)).count();
+    // Ties at the 100th score may be cut differently (TidalDb breaks them by id).
+    let kth = (
+        top.last().map_or(0.0, |s| s.score),
+        theirs
+            .last()
+            .map_or(0.0, |s| s.1 * read_factor(0, landmark, at)),
+    );
+    rep.row(
+        "check",
+        "same data in all three",
+        d_sq.max(d_rd),
+        "max rel diff",
+        &format!(
+            "3000 decayed scores vs TidalDb: sqlite {d_sq:.1e}, redb {d_rd:.1e}; top-100 of view shared with sqlite: {common}/100 (100th score {:.6} vs {:.6})",
+            kth.0, kth.1
+        ),
+    );
 }
 
 /// W4: point reads of decayed scores, one thread, Zipf and uniform ids.
