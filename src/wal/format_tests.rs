@@ -307,3 +307,16 @@ proptest! {
         prop_assert!(!ok);
     }
 }
+
+#[test]
+fn is_zero_finds_any_non_zero_byte() {
+    for len in [0usize, 1, 7, 63, 64, 65, 200, 4096] {
+        let mut b = vec![0u8; len];
+        assert!(is_zero(&b));
+        for i in 0..len {
+            b[i] = 0x01;
+            assert!(!is_zero(&b), "len {len} byte {i}");
+            b[i] = 0;
+        }
+    }
+}

@@ -30,7 +30,7 @@ use crate::error::{Result, TidalError};
 use crate::storage::{OpenMode, Storage};
 use crate::types::SeqNo;
 use crate::wal::format::{
-    BATCH_HEADER_LEN, BATCH_MAGIC, BatchMeta, decode_header, decode_records, verify_crc,
+    BATCH_HEADER_LEN, BATCH_MAGIC, BatchMeta, decode_header, decode_records, is_zero, verify_crc,
 };
 use crate::wal::log::{CutKind, LogConfig, LogCut, LogRecoveryReport, SegmentInfo};
 use crate::wal::record::Record;
@@ -245,7 +245,7 @@ impl ScanState<'_> {
             let rest = &buf[o..];
             // Zeros are checked only where no batch header decodes, so a
             // segment is scanned in one pass.
-            let clean = || rest.iter().all(|&b| b == 0);
+            let clean = || is_zero(rest);
             if rest.len() < BATCH_HEADER_LEN {
                 if clean() {
                     return Ok(Scan::Clean { end: o as u64 });
