@@ -131,6 +131,15 @@
 //!   is stored once and a different one with the same name gets a numbered
 //!   file, so nothing held is overwritten. `status().diverged` lists them
 //!   until reconciliation merges them.
+//! - **Reconciliation folds increases into the hot score.** A `Merge`
+//!   record raises its key's stored contribution to the pointwise maximum
+//!   (kept per touched (entity, type) only, in its own snapshot section)
+//!   and adds the increase to the entity's one signed sum and count. The
+//!   trending index therefore stays the only index and reads are
+//!   unchanged; replicas hold the same bits because they apply the same
+//!   merge records in log order. A merged suffix file is renamed
+//!   `.merged` and kept as evidence. Only signals are merged so far (see
+//!   `ReconcileReport::not_merged`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
