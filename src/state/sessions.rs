@@ -51,7 +51,10 @@ pub struct SessionInfo {
     pub opened_at: Timestamp,
     /// When it was closed (the caller's time), if it was.
     pub closed_at: Option<Timestamp>,
-    /// How many events it holds, which is also its last event's number.
+    /// How many events it holds, which is also its last event's number:
+    /// the session's HWM on this node. Events are applied only in number
+    /// order, so `1..=event_count` are all visible and none above (a
+    /// follower shows a session as a gap-free prefix).
     pub event_count: u32,
 }
 
