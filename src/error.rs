@@ -217,6 +217,19 @@ pub enum TidalError {
         /// The failure that poisoned the database.
         cause: String,
     },
+    /// A read of the log from a SeqNo older than the retained log (e.g. a
+    /// preference export since an old position).
+    #[error(
+        "{field}: SeqNo {since} is older than the retained log, which starts at {first_retained}"
+    )]
+    NotRetained {
+        /// The argument.
+        field: &'static str,
+        /// The SeqNo asked for.
+        since: crate::types::SeqNo,
+        /// The first SeqNo still in the log.
+        first_retained: crate::types::SeqNo,
+    },
     /// The database is closing or closed.
     #[error("database is closed")]
     Closed,

@@ -173,8 +173,8 @@ pub use crdt::{
 };
 pub use db::core::RecoveryReport;
 pub use db::{
-    AnyDb, ClockSkew, DivergedSuffix, FollowerInfo, ReconcileReport, SessionEvent, Status, TidalDb,
-    WriteBatch,
+    AnyDb, ClockSkew, DivergedSuffix, ExportReport, FollowerInfo, ReconcileReport, SessionEvent,
+    Status, TidalDb, WriteBatch,
 };
 pub use error::{Result, TidalError};
 pub use query::{Filter, Retrieve, Scored, Search};

@@ -575,6 +575,9 @@ pub(crate) mod repl;
 #[path = "reconcile.rs"]
 pub(crate) mod reconcile;
 
+#[path = "export.rs"]
+pub(crate) mod export;
+
 #[cfg(test)]
 #[path = "core_tests.rs"]
 mod tests;

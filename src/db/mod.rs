@@ -24,6 +24,7 @@ pub(crate) mod validate;
 pub(crate) mod view;
 mod write;
 
+pub use self::core::export::ExportReport;
 pub use self::core::reconcile::ReconcileReport;
 pub use self::core::repl::DivergedSuffix;
 pub use any::AnyDb;

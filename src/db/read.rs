@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use crate::config::NodeRole;
 use crate::db::TidalDb;
+use crate::db::core::export::ExportReport;
 use crate::db::core::reconcile::ReconcileReport;
 use crate::db::core::repl::DivergedSuffix;
 use crate::db::core::{Core, RecoveryReport};
@@ -348,6 +349,19 @@ impl<R: Role> TidalDb<R> {
     /// A session's user, times and event count.
     pub fn session(&self, session: SessionId) -> Option<SessionInfo> {
         self.core.session(session)
+    }
+
+    /// Writes the sessions closed after `since` as JSON Lines of
+    /// preference pairs (`user`, `session`, `chosen`, `rejected`,
+    /// `closed_seqno`) to `out`; the format is documented in
+    /// [`ExportReport`]'s module. Pass the report's `through` as the next
+    /// call's `since` to continue.
+    pub fn export_preferences(
+        &self,
+        since: Position,
+        out: &mut dyn std::io::Write,
+    ) -> Result<ExportReport> {
+        self.core.export_preferences(since, out)
     }
 
     /// A session's events numbered `from` and after, at most `limit`.

@@ -165,6 +165,26 @@ impl SessionStore {
         self.sessions.get(&session).map(|s| s.user)
     }
 
+    /// For a closed session: its user, the entities of its positive events
+    /// (first occurrence order, the user's hard negatives left out) and the
+    /// user's hard negatives (from any session) it showed, by id. `None`
+    /// if the session is unknown or still open.
+    pub fn preference(&self, session: SessionId) -> Option<(UserId, Vec<EntityId>, Vec<EntityId>)> {
+        let s = self.sessions.get(&session)?;
+        s.closed?;
+        let negatives = self.users.get(&s.user).map(|u| &u.negatives);
+        let is_negative = |e: &EntityId| negatives.is_some_and(|n| n.contains(e));
+        let mut chosen: Vec<EntityId> = Vec::new();
+        for ev in &s.events {
+            if ev.weight > 0.0 && !is_negative(&ev.entity) && !chosen.contains(&ev.entity) {
+                chosen.push(ev.entity);
+            }
+        }
+        let mut rejected: Vec<EntityId> = s.seen.iter().copied().filter(is_negative).collect();
+        rejected.sort_unstable();
+        Some((s.user, chosen, rejected))
+    }
+
     /// Opens a session of `user`; an id that exists is left as it is.
     pub fn open(&mut self, session: SessionId, user: UserId, at: Timestamp) {
         if self.sessions.contains_key(&session) {
