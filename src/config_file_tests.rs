@@ -206,6 +206,7 @@ half_life = "7d"
                 commit_queue_depth: 128,
                 max_session_events: 500,
                 max_results: 100,
+                max_idempotency_key_bytes: 128,
             })
             .signal_type("view", Duration::from_secs(3_600))
             .signal_type("like", Duration::from_secs(7 * 86_400))

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 pub(crate) mod decay;
 pub mod entities;
+pub mod idempotency;
 mod score_table;
 pub mod sessions;
 pub mod signals;
@@ -23,6 +24,7 @@ use crate::types::{EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, Timesta
 use crate::wal::format::BatchMeta;
 use crate::wal::record::Record;
 use entities::{EntityStore, Stamp};
+use idempotency::IdempotencyStore;
 use sessions::{EventRecord, SessionStore};
 use signals::SignalStore;
 use vectors::VectorStore;
@@ -40,6 +42,8 @@ pub struct StateParams {
     pub session_retention_ms: u64,
     /// Embedding dimension.
     pub dimension: usize,
+    /// Idempotency keys older than this (log time) are dropped.
+    pub idempotency_ttl_ms: u64,
 }
 
 /// One epoch of the log's history: rebuilt from `EpochStart` records and
@@ -63,6 +67,9 @@ pub(crate) mod section {
     pub const ENTITIES: u16 = 3;
     pub const VECTORS: u16 = 4;
     pub const SESSIONS: u16 = 5;
+    /// Optional: a snapshot written before idempotency keys existed has
+    /// none, which is an empty store.
+    pub const IDEMPOTENCY: u16 = 6;
 }
 
 /// The whole in-memory state of a shard.
@@ -73,6 +80,7 @@ pub struct State {
     pub(crate) entities: EntityStore,
     pub(crate) vectors: VectorStore,
     pub(crate) sessions: SessionStore,
+    pub(crate) idempotency: IdempotencyStore,
     pub(crate) epochs: Vec<EpochEntry>,
     pub(crate) applied: Position,
     pub(crate) last_hlc: Hlc,
@@ -90,6 +98,7 @@ impl State {
             entities: EntityStore::new(),
             vectors: VectorStore::new(params.dimension),
             sessions: SessionStore::new(),
+            idempotency: IdempotencyStore::new(),
             epochs: Vec::new(),
             applied: Position::default(),
             last_hlc: Hlc::default(),
@@ -113,6 +122,12 @@ impl State {
             + self.entities.approx_bytes()
             + self.vectors.approx_bytes()
             + self.sessions.approx_bytes()
+            + self.idempotency.approx_bytes()
+    }
+
+    /// The idempotency keys held.
+    pub fn idempotency(&self) -> &IdempotencyStore {
+        &self.idempotency
     }
 
     /// The epoch history, oldest first.
@@ -127,6 +142,8 @@ impl State {
         self.signals.advance_landmarks(log_ms);
         self.sessions
             .expire(log_ms, self.params.session_retention_ms);
+        self.idempotency
+            .expire(log_ms, self.params.idempotency_ttl_ms);
         for (i, record) in records.iter().enumerate() {
             let seqno = SeqNo(meta.first_seqno.0 + i as u64);
             self.apply_record(meta, seqno, record);
@@ -208,6 +225,12 @@ impl State {
                 self.sessions.close(*session, *at, meta.hlc.physical_ms())
             }
             Record::DeleteUser { user } => self.sessions.delete_user(*user),
+            Record::IdempotencyKey { key, digest } => self.idempotency.insert(
+                key,
+                *digest,
+                Position::new(meta.epoch, seqno),
+                meta.hlc.physical_ms(),
+            ),
         }
     }
 
@@ -283,12 +306,15 @@ impl State {
         self.vectors.encode(&mut vectors);
         let mut sessions = Vec::new();
         self.sessions.encode(&mut sessions);
+        let mut idempotency = Vec::new();
+        self.idempotency.encode(&mut idempotency);
         vec![
             (section::HEADER, 1, header),
             (section::SIGNALS, 1, signals),
             (section::ENTITIES, 1, entities),
             (section::VECTORS, 1, vectors),
             (section::SESSIONS, 1, sessions),
+            (section::IDEMPOTENCY, 1, idempotency),
         ]
     }
 
@@ -349,6 +375,14 @@ impl State {
         st.vectors = VectorStore::decode(&mut r, p.dimension).map_err(|e| (section::VECTORS, e))?;
         let mut r = find(section::SESSIONS)?;
         st.sessions = SessionStore::decode(&mut r).map_err(|e| (section::SESSIONS, e))?;
+        if sections
+            .iter()
+            .any(|(id, _, _)| *id == section::IDEMPOTENCY)
+        {
+            let mut r = find(section::IDEMPOTENCY)?;
+            st.idempotency =
+                IdempotencyStore::decode(&mut r).map_err(|e| (section::IDEMPOTENCY, e))?;
+        }
         Ok(st)
     }
 }
