@@ -90,25 +90,5 @@ impl Core {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::{EntityId, Timestamp};
-
-    fn signal(w: f64) -> Record {
-        Record::Signal {
-            signal_type: 0,
-            entity: EntityId(1),
-            weight: w,
-            at: Timestamp(5),
-        }
-    }
-
-    #[test]
-    fn digest_depends_on_content_and_order_only() {
-        let a = content_digest(&[signal(1.0), signal(2.0)]);
-        assert_eq!(a, content_digest(&[signal(1.0), signal(2.0)]));
-        assert_ne!(a, content_digest(&[signal(2.0), signal(1.0)]));
-        assert_ne!(a, content_digest(&[signal(1.0)]));
-        assert_ne!(a, content_digest(&[signal(1.0), signal(2.5)]));
-    }
-}
+#[path = "idem_tests.rs"]
+mod tests;
