@@ -103,3 +103,39 @@ fn one_key_in_one_group_applies_once() {
     assert_eq!(keys, 1);
     core.shutdown().expect("shutdown");
 }
+
+#[test]
+fn config_refuses_bad_idempotency_settings() {
+    let field = |edit: &dyn Fn(crate::config::ConfigBuilder) -> crate::config::ConfigBuilder| {
+        let b = Config::builder("/db").signal_type("like", Duration::from_secs(60));
+        match edit(b).build() {
+            Err(TidalError::InvalidConfig { field, .. }) => field,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        field(&|b| b.idempotency_ttl(Duration::ZERO)),
+        "idempotency_ttl"
+    );
+    assert_eq!(
+        field(&|b| b.idempotency_capacity(0)),
+        "idempotency_capacity"
+    );
+    let limits = |n: usize| crate::Limits {
+        max_idempotency_key_bytes: n,
+        ..crate::Limits::default()
+    };
+    for n in [0, 1025] {
+        assert_eq!(
+            field(&|b| b.limits(limits(n))),
+            "limits.max_idempotency_key_bytes"
+        );
+    }
+    let c = Config::builder("/db")
+        .signal_type("like", Duration::from_secs(60))
+        .limits(limits(1024))
+        .build()
+        .expect("1024 is the codec's bound");
+    assert_eq!(c.idempotency_ttl, Duration::from_secs(24 * 3600));
+    assert_eq!(c.idempotency_capacity, 1_000_000);
+}
