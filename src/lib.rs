@@ -100,8 +100,9 @@
 //!   forgets a key at the same batch. A retry returns the original
 //!   `Position` once it is as durable (and replicated) as the node's
 //!   durability asks; other content is [`TidalError::IdempotencyConflict`];
-//!   at `Config::idempotency_capacity` (default 1,000,000 keys, about
-//!   `2 × key length + 100` bytes each) new keys are
+//!   at `Config::idempotency_capacity` (default 1,000,000 keys; about 440
+//!   bytes of memory per 32-byte key, both read-view copies counted) new
+//!   keys are
 //!   [`TidalError::IdempotencyFull`], never an early eviction.
 //! - **Kinds are sticky.** An id written as an item (metadata, embedding or
 //!   delete) stays an item, also after its delete; signals do not bind a
