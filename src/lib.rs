@@ -139,6 +139,7 @@ pub mod config_file;
 pub mod crdt;
 pub mod db;
 pub mod error;
+pub(crate) mod idempotency;
 pub(crate) mod meta;
 pub mod query;
 pub mod replication;

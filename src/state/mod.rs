@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 pub(crate) mod decay;
 pub mod entities;
-pub mod idempotency;
 mod score_table;
 pub mod sessions;
 pub mod signals;
@@ -19,12 +18,12 @@ pub mod vectors;
 
 use crate::codec::{DecodeError, Put, Reader};
 use crate::crdt::hlc::Hlc;
+use crate::idempotency::IdempotencyStore;
 use crate::query::Filter;
 use crate::types::{EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, Timestamp};
 use crate::wal::format::BatchMeta;
 use crate::wal::record::Record;
 use entities::{EntityStore, Stamp};
-use idempotency::IdempotencyStore;
 use sessions::{EventRecord, SessionStore};
 use signals::SignalStore;
 use vectors::VectorStore;

@@ -1,4 +1,4 @@
-//! The idempotency store: the keys of keyed writes, with the digest of
+//! The `IdempotencyStore`: the keys of keyed writes, with the digest of
 //! what each one wrote and the `Position` it got, kept for
 //! `Config::idempotency_ttl` of log time.
 //!
