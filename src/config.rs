@@ -258,6 +258,9 @@ pub struct Config {
     pub landmark_half_lives: u32,
     /// A remote clock further ahead than this is refused (replication). Default 1 minute.
     pub max_clock_drift: Duration,
+    /// A leader reconciles a diverged suffix as soon as a follower hands
+    /// it over (`reconcile()` also runs it on demand). Default `true`.
+    pub auto_reconcile: bool,
     /// How long (in log time: the HLC of the batches, the same on every
     /// replica) an idempotency key is remembered: a retry within it returns
     /// the original `Position`, a later one applies again. Default 24 h.
@@ -298,6 +301,7 @@ impl Config {
                 session_retention: Duration::from_secs(7 * 24 * 3600),
                 landmark_half_lives: 64,
                 max_clock_drift: Duration::from_secs(60),
+                auto_reconcile: true,
                 idempotency_ttl: Duration::from_secs(24 * 3600),
                 idempotency_capacity: 1_000_000,
                 storage: Arc::new(RealStorage),
@@ -549,6 +553,11 @@ impl ConfigBuilder {
     /// Largest accepted lead of a remote clock.
     pub fn max_clock_drift(mut self, drift: Duration) -> Self {
         self.config.max_clock_drift = drift;
+        self
+    }
+    /// Whether a leader reconciles diverged suffixes as they arrive.
+    pub fn auto_reconcile(mut self, on: bool) -> Self {
+        self.config.auto_reconcile = on;
         self
     }
     /// The storage seam (tests pass a `SimStorage`).

@@ -74,7 +74,9 @@
 //! it, and refuses to skip damage that may hold acknowledged writes
 //! ([`TidalError::Corruption`] naming file and offset). All file access goes
 //! through the [`storage::Storage`] seam; [`SimStorage`] simulates crashes
-//! that lose unsynced writes and injects faults.
+//! that lose unsynced writes and injects faults. [`inspect`] verifies a
+//! data directory read-only (every checksum, torn tails, damage by file and
+//! offset): the API behind `examples/inspect.rs`.
 //!
 //! # Decisions where the design was silent
 //!
@@ -129,6 +131,26 @@
 //!   state at the returned Position, and writes continue from there.
 //! - **`RecoveryMode::PointInTime`** renames the segments after the damage
 //!   to `*.damaged` rather than deleting them: evidence is kept.
+//! - **Followers behind the retained log** get the leader's newest snapshot
+//!   (1 MiB chunks), install it durably, drop every segment it covers and
+//!   restart their log right after it, then stream the rest. A crash
+//!   mid-install reopens from the snapshot and drops the stale segments.
+//! - **Retention for followers** holds segments for every follower node the
+//!   leader has heard from since it opened (its last durable SeqNo is kept
+//!   after it disconnects), up to `retention_bytes` beyond what the two
+//!   newest snapshots need; past that the follower catches up through a
+//!   snapshot. A leader restart forgets them (in memory only).
+//! - **The highest epoch seen** is persisted in `<data_dir>/EPOCH`
+//!   (CRC-checked, synced) whenever a follower is welcomed by a higher
+//!   epoch or a leader is told of one: a follower restart still refuses
+//!   older leaders, a fenced leader reopened as leader stays fenced, and
+//!   `promote` must go above it.
+//! - **Diverged suffixes** travel in messages of at most 1 MiB of whole
+//!   batches (below any frame cap). A leader keeps what a follower sends as
+//!   `diverged/<epoch>-<first>-n<node>.batches`; the same suffix sent again
+//!   is stored once and a different one with the same name gets a numbered
+//!   file, so nothing held is overwritten. `status().diverged` lists them
+//!   until reconciliation merges them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -140,6 +162,7 @@ pub mod crdt;
 pub mod db;
 pub mod error;
 pub(crate) mod idempotency;
+pub mod inspect;
 pub(crate) mod meta;
 pub mod query;
 pub mod replication;
@@ -162,7 +185,8 @@ pub use crdt::{
 };
 pub use db::core::RecoveryReport;
 pub use db::{
-    AnyDb, ClockSkew, DivergedSuffix, FollowerInfo, SessionEvent, Status, TidalDb, WriteBatch,
+    AnyDb, ClockSkew, DivergedSuffix, FollowerInfo, ReconcileReport, SessionEvent, Status, TidalDb,
+    WriteBatch,
 };
 pub use error::{Result, TidalError};
 pub use query::{Filter, Retrieve, Scored, Search};

@@ -54,7 +54,11 @@ async fn a_follower_of_an_epoch_the_leader_never_led_is_cut_at_that_epochs_start
     assert_eq!(e3, a2.seqno.0 + 1);
 
     let t2 = InProcessTransport::new();
-    let n = TidalDb::open_leader(config(d3.path(), 3, NodeRole::Leader), t2.clone()).unwrap();
+    // This test is about the cut and the hand-over; merging the suffix is
+    // the reconciliation tests' subject, so it is off here.
+    let mut leader_config = config(d3.path(), 3, NodeRole::Leader);
+    leader_config.auto_reconcile = false;
+    let n = TidalDb::open_leader(leader_config, t2.clone()).unwrap();
     assert_eq!(n.status().epoch, Epoch(3));
     let end = n
         .write_async(WriteBatch::new().signal("like", EntityId(0), 5.0, now))
@@ -70,11 +74,13 @@ async fn a_follower_of_an_epoch_the_leader_never_led_is_cut_at_that_epochs_start
     let name = format!("{:020}-{:020}.batches", 2, a.seqno.0 + 1);
     assert_eq!(diverged(d2.path()), vec![(name.clone(), suffix.clone())]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while diverged(d3.path()).is_empty() && std::time::Instant::now() < deadline {
+    let kept = format!("{:020}-{:020}-n2.batches", 2, a.seqno.0 + 1);
+    while diverged(d3.path()).iter().all(|(n, _)| *n != kept)
+        && std::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The leader names what a follower sent by that follower's node too.
-    let kept = format!("{:020}-{:020}-n2.batches", 2, a.seqno.0 + 1);
     assert_eq!(diverged(d3.path()), vec![(kept, suffix)]);
     for i in 0..5u64 {
         for (e, ty) in [(i, "like"), (100 + i, "view")] {

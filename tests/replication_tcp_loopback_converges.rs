@@ -1,10 +1,14 @@
 //! Replication over authenticated TCP on loopback: a leader on a port bound
 //! with `TcpTransport::bind`, two followers with `TcpTransport::connector`;
-//! 20,000 signals; both followers reach the leader's last Position and every
-//! read agrees. A follower with the wrong secret never receives anything.
+//! 100,000 signals; both followers reach the leader's last Position, every
+//! read agrees, and the sequence of batch bytes each holds equals the
+//! leader's. A follower with the wrong secret never receives anything.
+
+mod common;
 
 use std::time::Duration;
 
+use common::batch_bytes;
 use tidal::{
     ClusterConfig, Config, Durability, EntityId, NodeId, NodeRole, Retrieve, SeqNo, TcpOptions,
     TcpTransport, TidalDb, Timestamp, WriteBatch,
@@ -52,7 +56,7 @@ async fn two_tcp_followers_reach_the_leader_and_a_wrong_secret_gets_nothing() {
 
     let now = Timestamp::now();
     let mut last = leader.last_position();
-    for b in 0..40u64 {
+    for b in 0..200u64 {
         let mut batch = WriteBatch::new();
         for i in 0..500u64 {
             let e = EntityId((b * 31 + i * 17) % 2_000);
@@ -91,6 +95,14 @@ async fn two_tcp_followers_reach_the_leader_and_a_wrong_secret_gets_nothing() {
             .await
             .is_err()
     );
+    // Byte for byte the leader's log, batch by batch.
+    f1.close().unwrap();
+    f2.close().unwrap();
+    leader.close().unwrap();
+    let held = batch_bytes(ld.path());
+    assert!(held.len() > 100_000 * 27, "{} bytes", held.len());
+    assert!(batch_bytes(f1d.path()) == held, "follower 1's log differs");
+    assert!(batch_bytes(f2d.path()) == held, "follower 2's log differs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

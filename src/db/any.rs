@@ -302,6 +302,10 @@ impl AnyDb {
     pub fn checkpoint(&self) -> Result<crate::types::SeqNo> {
         self.core().checkpoint()
     }
+    /// See [`TidalDb::reconcile`]; `ReadOnly` on a follower.
+    pub fn reconcile(&self) -> Result<crate::db::ReconcileReport> {
+        self.writer()?.reconcile()
+    }
     /// See [`TidalDb::close`].
     pub fn close(self) -> Result<()> {
         self.core().shutdown()

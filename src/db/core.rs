@@ -592,6 +592,9 @@ mod cut;
 #[path = "core_repl.rs"]
 pub(crate) mod repl;
 
+#[path = "reconcile.rs"]
+pub(crate) mod reconcile;
+
 #[cfg(test)]
 #[path = "core_tests.rs"]
 mod tests;

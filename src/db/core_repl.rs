@@ -4,9 +4,10 @@
 //! suffixes held for reconciliation.
 
 use std::path::{Path, PathBuf};
-use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
+use super::reconcile::ReconcileReport;
 use super::{Core, state_from_snapshot};
 use crate::codec::{Put, Reader};
 use crate::crdt::hlc::Hlc;
@@ -41,6 +42,10 @@ pub(crate) struct ReplMarks {
     /// The largest `|skew|` observed since open, in ms.
     skew_max_ms: AtomicI64,
     skew_seen: AtomicBool,
+    /// One reconciliation at a time.
+    pub(crate) reconcile_lock: Mutex<()>,
+    /// What the last reconciliation did.
+    pub(crate) last_reconcile: Mutex<Option<ReconcileReport>>,
 }
 
 impl ReplMarks {
@@ -52,6 +57,8 @@ impl ReplMarks {
             skew_last_ms: AtomicI64::new(0),
             skew_max_ms: AtomicI64::new(0),
             skew_seen: AtomicBool::new(false),
+            reconcile_lock: Mutex::new(()),
+            last_reconcile: Mutex::new(None),
         }
     }
 
@@ -90,14 +97,17 @@ pub struct DivergedSuffix {
     pub origin: Option<NodeId>,
     /// Bytes held.
     pub bytes: u64,
-    /// Whether a reconciliation has merged it. Reconciliation is not built
-    /// yet, so this is always `false`: the suffix is kept, never dropped.
+    /// Whether a reconciliation has merged it (the file is then renamed
+    /// `.merged` and kept as evidence).
     pub merged: bool,
 }
 
-/// Parses `<epoch>-<first>[-n<node>][.<k>].batches`.
+/// Parses `<epoch>-<first>[-n<node>][.<k>].batches` (or `.merged`, once
+/// reconciled).
 fn parse_diverged_name(name: &str) -> Option<(Epoch, SeqNo, Option<NodeId>)> {
-    let stem = name.strip_suffix(".batches")?;
+    let stem = name
+        .strip_suffix(".batches")
+        .or_else(|| name.strip_suffix(".merged"))?;
     let stem = stem.split('.').next()?;
     let mut parts = stem.split('-');
     let epoch = parts.next()?.parse().ok()?;
@@ -284,7 +294,7 @@ impl Core {
                     first,
                     origin,
                     bytes,
-                    merged: false,
+                    merged: name.ends_with(".merged"),
                 })
             })
             .collect()

@@ -25,6 +25,7 @@ pub(crate) mod validate;
 pub(crate) mod view;
 mod write;
 
+pub use self::core::reconcile::ReconcileReport;
 pub use self::core::repl::DivergedSuffix;
 pub use any::AnyDb;
 pub use batch::WriteBatch;
@@ -262,6 +263,19 @@ impl<R: Role> TidalDb<R> {
     /// Forces the log to disk (useful under `Durability::Periodic`).
     pub fn flush(&self) -> Result<()> {
         self.core.flush()
+    }
+
+    /// Merges every diverged suffix this node holds and has not merged yet
+    /// (DESIGN.md section 7): their signals become `Merge` records logged
+    /// here and replicated, each counted once however often a suffix
+    /// arrives. A leader also runs it when a suffix arrives
+    /// (`Config::auto_reconcile`). See [`ReconcileReport`] for what is
+    /// merged and what is not yet.
+    pub fn reconcile(&self) -> Result<ReconcileReport>
+    where
+        R: Writable,
+    {
+        self.core.reconcile()
     }
 
     /// Writes a snapshot now; returns its SeqNo. The two newest snapshots

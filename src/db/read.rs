@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use crate::config::NodeRole;
 use crate::db::TidalDb;
+use crate::db::core::reconcile::ReconcileReport;
 use crate::db::core::repl::DivergedSuffix;
 use crate::db::core::{Core, RecoveryReport};
 use crate::error::{Result, TidalError};
@@ -116,6 +117,8 @@ pub struct Status {
     /// peer message. Replication never halts on skew; a follower applies
     /// the leader's log whatever its clock says and reports it here.
     pub clock_skew_ms: Option<ClockSkew>,
+    /// What the last reconciliation on this node did, if one ran since open.
+    pub last_reconcile: Option<ReconcileReport>,
 }
 
 /// Clock skew observed against replication peers (see
@@ -238,6 +241,12 @@ impl Core {
                 max_abs_ms,
                 beyond_max_drift: max_abs_ms as u128 > self.config().max_clock_drift.as_millis(),
             }),
+            last_reconcile: self
+                .marks
+                .last_reconcile
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
     }
 }

@@ -433,10 +433,13 @@ impl Overlay {
     ) -> Result<()> {
         match r {
             // Keys are checked by the sequencer before `admit`, which
-            // never sees one (they are added after it).
-            Record::Signal { .. } | Record::EpochStart { .. } | Record::IdempotencyKey { .. } => {
-                Ok(())
-            }
+            // never sees one (they are added after it). Merge records come
+            // from the reconciliation engine only, built from records that
+            // were validated when first logged.
+            Record::Signal { .. }
+            | Record::EpochStart { .. }
+            | Record::IdempotencyKey { .. }
+            | Record::Merge { .. } => Ok(()),
             Record::Upsert {
                 kind,
                 id,

@@ -135,7 +135,12 @@ impl LeaderShared {
                     self.handle.spawn_blocking(move || {
                         match core.keep_diverged(epoch, first, origin, &batches) {
                             Ok(path) => tracing::warn!(follower = f.0, path = %path.display(), "stored a diverged suffix for reconciliation"),
-                            Err(e) => tracing::error!(error = %e, "could not store a diverged suffix"),
+                            Err(e) => return tracing::error!(error = %e, "could not store a diverged suffix"),
+                        }
+                        if core.config().auto_reconcile
+                            && let Err(e) = core.reconcile()
+                        {
+                            tracing::error!(error = %e, "reconciling a diverged suffix failed; it stays in diverged/ for the next run");
                         }
                     });
                 }

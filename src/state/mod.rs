@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 pub(crate) mod decay;
 pub mod entities;
+pub(crate) mod merged;
 mod score_table;
 pub mod sessions;
 pub mod signals;
@@ -24,6 +25,7 @@ use crate::types::{EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, Timesta
 use crate::wal::format::BatchMeta;
 use crate::wal::record::Record;
 use entities::{EntityStore, Stamp};
+use merged::{MergedStore, Stored};
 use sessions::{EventRecord, SessionStore};
 use signals::SignalStore;
 use vectors::VectorStore;
@@ -66,9 +68,10 @@ pub(crate) mod section {
     pub const ENTITIES: u16 = 3;
     pub const VECTORS: u16 = 4;
     pub const SESSIONS: u16 = 5;
+    pub const MERGED: u16 = 6;
     /// Optional: a snapshot written before idempotency keys existed has
     /// none, which is an empty store.
-    pub const IDEMPOTENCY: u16 = 6;
+    pub const IDEMPOTENCY: u16 = 7;
 }
 
 /// The whole in-memory state of a shard.
@@ -79,6 +82,8 @@ pub struct State {
     pub(crate) entities: EntityStore,
     pub(crate) vectors: VectorStore,
     pub(crate) sessions: SessionStore,
+    /// Contributions merged by reconciliation (only where one touched).
+    pub(crate) merged: MergedStore,
     pub(crate) idempotency: IdempotencyStore,
     pub(crate) epochs: Vec<EpochEntry>,
     pub(crate) applied: Position,
@@ -97,6 +102,7 @@ impl State {
             entities: EntityStore::new(),
             vectors: VectorStore::new(params.dimension),
             sessions: SessionStore::new(),
+            merged: MergedStore::default(),
             idempotency: IdempotencyStore::new(),
             epochs: Vec::new(),
             applied: Position::default(),
@@ -121,6 +127,7 @@ impl State {
             + self.entities.approx_bytes()
             + self.vectors.approx_bytes()
             + self.sessions.approx_bytes()
+            + self.merged.approx_bytes()
             + self.idempotency.approx_bytes()
     }
 
@@ -195,6 +202,7 @@ impl State {
                 self.entities.delete(*kind, *id, stamp);
                 self.vectors.remove(*id);
                 self.signals.remove_entity(*id);
+                self.merged.remove_entity(*id);
             }
             Record::OpenSession { session, user, at } => self.sessions.open(*session, *user, *at),
             Record::SessionEvent {
@@ -229,6 +237,28 @@ impl State {
                 *digest,
                 Position::new(meta.epoch, seqno),
                 meta.hlc.physical_ms(),
+            ),
+            Record::Merge {
+                signal_type,
+                entity,
+                key,
+                landmark_ms,
+                positive_mass,
+                negative_mass,
+                positive_count,
+                negative_count,
+            } => self.merged.merge(
+                &mut self.signals,
+                *signal_type,
+                *entity,
+                *key,
+                Stored {
+                    landmark_ms: *landmark_ms,
+                    positive_mass: *positive_mass,
+                    negative_mass: *negative_mass,
+                    positive_count: *positive_count,
+                    negative_count: *negative_count,
+                },
             ),
         }
     }
@@ -305,6 +335,8 @@ impl State {
         self.vectors.encode(&mut vectors);
         let mut sessions = Vec::new();
         self.sessions.encode(&mut sessions);
+        let mut merged = Vec::new();
+        self.merged.encode(&mut merged);
         let mut idempotency = Vec::new();
         self.idempotency.encode(&mut idempotency);
         vec![
@@ -313,6 +345,7 @@ impl State {
             (section::ENTITIES, 1, entities),
             (section::VECTORS, 1, vectors),
             (section::SESSIONS, 1, sessions),
+            (section::MERGED, 1, merged),
             (section::IDEMPOTENCY, 1, idempotency),
         ]
     }
@@ -374,6 +407,14 @@ impl State {
         st.vectors = VectorStore::decode(&mut r, p.dimension).map_err(|e| (section::VECTORS, e))?;
         let mut r = find(section::SESSIONS)?;
         st.sessions = SessionStore::decode(&mut r).map_err(|e| (section::SESSIONS, e))?;
+        // Snapshots written before reconciliation existed have no such
+        // section: nothing was merged then.
+        if sections.iter().any(|(id, _, _)| *id == section::MERGED) {
+            let mut r = find(section::MERGED)?;
+            st.merged = MergedStore::decode(&mut r, p.half_lives_ms.len())
+                .map_err(|e| (section::MERGED, e))?;
+        }
+        // Likewise for snapshots written before idempotency keys existed.
         if sections
             .iter()
             .any(|(id, _, _)| *id == section::IDEMPOTENCY)

@@ -201,6 +201,27 @@ impl SignalStore {
         });
     }
 
+    /// `(landmark_ms, half_life_ms)` of a type.
+    pub(crate) fn landmark(&self, type_id: u16) -> Option<(u64, u64)> {
+        self.types
+            .get(usize::from(type_id))
+            .map(|t| (t.landmark_ms, t.half_life_ms))
+    }
+
+    /// Adds a mass already relative to the type's landmark (a merged
+    /// contribution's increase) and a count step to an entity's entry.
+    pub(crate) fn add_mass(&mut self, type_id: u16, entity: EntityId, mass: f64, count: i64) {
+        let Some(t) = self.types.get_mut(usize::from(type_id)) else {
+            return;
+        };
+        if !mass.is_finite() {
+            return;
+        }
+        t.table.upsert(entity, (saturate(mass), count), |s, c| {
+            (saturate(s + mass), c.saturating_add(count))
+        });
+    }
+
     /// Removes the entity from every type (a delete frees its space).
     pub fn remove_entity(&mut self, entity: EntityId) {
         for t in &mut self.types {

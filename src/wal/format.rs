@@ -24,6 +24,7 @@
 //! dimension), because applying a logged record must never fail.
 
 use crate::codec::{DecodeError, Put, Reader};
+use crate::crdt::ContributionKey;
 use crate::crdt::hlc::Hlc;
 use crate::types::{
     EntityId, EntityKind, Epoch, NodeId, SeqNo, SessionId, ShardId, Timestamp, UserId,
@@ -58,6 +59,8 @@ const TAG_OPEN_SESSION: u8 = 6;
 const TAG_SESSION_EVENT: u8 = 7;
 const TAG_CLOSE_SESSION: u8 = 8;
 const TAG_DELETE_USER: u8 = 9;
+/// Reconciliation merges; numbered apart from the user records.
+const TAG_MERGE: u8 = 20;
 const TAG_IDEMPOTENCY_KEY: u8 = 10;
 
 /// The longest idempotency key the codec accepts, whatever the configured
@@ -327,6 +330,27 @@ pub fn encode_record(r: &Record, out: &mut Vec<u8>) {
             out.put_bytes(key);
             out.extend_from_slice(digest);
         }
+        Record::Merge {
+            signal_type,
+            entity,
+            key,
+            landmark_ms,
+            positive_mass,
+            negative_mass,
+            positive_count,
+            negative_count,
+        } => {
+            out.put_u8(TAG_MERGE);
+            out.put_u16(*signal_type);
+            out.put_u64(entity.0);
+            out.put_u64(key.epoch.0);
+            out.put_u64(key.node.0);
+            out.put_u64(*landmark_ms);
+            out.put_f64(*positive_mass);
+            out.put_f64(*negative_mass);
+            out.put_u64(*positive_count);
+            out.put_u64(*negative_count);
+        }
     }
 }
 
@@ -467,6 +491,19 @@ fn decode_record(r: &mut Reader<'_>, schema: &Schema) -> Result<Record, DecodeEr
         TAG_DELETE_USER => Record::DeleteUser {
             user: UserId(r.u64()?),
         },
+        TAG_MERGE => Record::Merge {
+            signal_type: signal_type(r, schema)?,
+            entity: EntityId(r.u64()?),
+            key: ContributionKey {
+                epoch: Epoch(r.u64()?),
+                node: NodeId(r.u64()?),
+            },
+            landmark_ms: r.u64()?,
+            positive_mass: mass(r)?,
+            negative_mass: mass(r)?,
+            positive_count: r.u64()?,
+            negative_count: r.u64()?,
+        },
         TAG_IDEMPOTENCY_KEY => {
             let key = idempotency_key(r)?.to_vec();
             let mut digest = [0u8; 16];
@@ -533,6 +570,15 @@ fn signal_type(r: &mut Reader<'_>, schema: &Schema) -> Result<u16, DecodeError> 
         ));
     }
     Ok(t)
+}
+
+/// A merged mass: finite and not negative.
+fn mass(r: &mut Reader<'_>) -> Result<f64, DecodeError> {
+    let m = r.f64()?;
+    if !(m.is_finite() && m >= 0.0) {
+        return Err(back(r, 8, format!("mass {m} is not finite and >= 0")));
+    }
+    Ok(m)
 }
 
 fn finite(r: &mut Reader<'_>) -> Result<f64, DecodeError> {

@@ -4,6 +4,7 @@
 //! one never fails (at replay too). Signal types travel as their id (the
 //! registration order in `Config`, pinned by `META`).
 
+use crate::crdt::ContributionKey;
 use crate::crdt::hlc::Hlc;
 use crate::types::{EntityId, EntityKind, Epoch, NodeId, SessionId, Timestamp, UserId};
 
@@ -110,5 +111,28 @@ pub enum Record {
         key: Vec<u8>,
         /// Truncated SHA-256 of the request's encoded operations.
         digest: [u8; 16],
+    },
+    /// A reconciliation's contribution of a diverged suffix to one entity's
+    /// score and count of one type (a `CrdtSignalState` contribution):
+    /// applying it raises that key's stored contribution to the pointwise
+    /// maximum and adds the increase to the entity's score and count, so
+    /// the same contribution applied twice counts once.
+    Merge {
+        /// Signal type id.
+        signal_type: u16,
+        /// The entity.
+        entity: EntityId,
+        /// The suffix's origin `(epoch, leader node)`.
+        key: ContributionKey,
+        /// The landmark the masses are relative to (on the type's grid).
+        landmark_ms: u64,
+        /// Forward-decayed positive mass, finite and `>= 0`.
+        positive_mass: f64,
+        /// Forward-decayed magnitude of the negative weights, finite and `>= 0`.
+        negative_mass: f64,
+        /// Positive signals.
+        positive_count: u64,
+        /// Negative signals.
+        negative_count: u64,
     },
 }

@@ -138,14 +138,18 @@ pub fn append_epoch_start(dir: &Path, epoch: u64, leader_node: u64) -> u64 {
     seqno
 }
 
-/// The files in `<dir>/diverged/` (name, contents), sorted by name.
+/// The files in `<dir>/diverged/` (name, contents), sorted by name: held
+/// suffixes (`.batches`) and merged ones (`.merged`).
 pub fn diverged(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let Ok(entries) = std::fs::read_dir(dir.join("diverged")) else {
         return Vec::new();
     };
     let mut out: Vec<(String, Vec<u8>)> = entries
         .map(|e| e.unwrap())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".batches"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.ends_with(".batches") || name.ends_with(".merged")
+        })
         .map(|e| {
             (
                 e.file_name().into_string().unwrap(),

@@ -337,6 +337,16 @@ async fn pipe(mut r: OwnedReadHalf, mut w: OwnedWriteHalf, handshake: [usize; 2]
 /// (or follower-to-leader), and returns the receiving side's error after
 /// checking the frames before the faulty one arrived intact.
 async fn refused_through_proxy(fault: Fault, leader_to_follower: bool) -> TidalError {
+    let frames: Vec<Bytes> = (0..5).map(frame).collect();
+    refused_frames_through_proxy(fault, leader_to_follower, &frames).await
+}
+
+/// [`refused_through_proxy`] with the given frames.
+async fn refused_frames_through_proxy(
+    fault: Fault,
+    leader_to_follower: bool,
+    frames: &[Bytes],
+) -> TidalError {
     let (mut listener, upstream) = leader_listening(SECRET, opts()).await;
     let (l2f, f2l) = if leader_to_follower {
         (fault, Fault::None)
@@ -352,8 +362,8 @@ async fn refused_through_proxy(fault: Fault, leader_to_follower: bool) -> TidalE
     } else {
         (f_tx, l_rx, f_rx)
     };
-    for i in 0..5 {
-        tx.send(frame(i)).await.unwrap();
+    for f in frames {
+        tx.send(f.clone()).await.unwrap();
     }
     let faulty = match fault {
         Fault::Flip { frame, .. } | Fault::Duplicate { frame } | Fault::Swap { frame } => frame,
@@ -364,8 +374,8 @@ async fn refused_through_proxy(fault: Fault, leader_to_follower: bool) -> TidalE
     } else {
         faulty
     };
-    for i in 0..intact {
-        assert_eq!(rx.recv().await.unwrap().unwrap(), frame(i), "{fault:?}");
+    for f in &frames[..intact] {
+        assert_eq!(&rx.recv().await.unwrap().unwrap(), f, "{fault:?}");
     }
     let err = rx.recv().await.unwrap_err();
     // Refused for good, and the whole connection is closed.
@@ -395,6 +405,91 @@ async fn a_flipped_byte_in_a_frame_is_refused() {
         let at = FlipAt::Len;
         let err = refused_through_proxy(Fault::Flip { frame: 0, at }, leader_to_follower).await;
         assert!(matches!(err, TidalError::FrameTooLarge { .. }), "{err}");
+    }
+}
+
+/// One flipped byte in a frame of each replication message type, in the
+/// direction that type travels, is refused: the receiving side gets
+/// `FrameRejected` and the connection closes. The byte flipped lies inside
+/// the encoded message (the proxy flips the middle of the payload).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flipped_byte_in_every_message_type_is_refused() {
+    use crate::replication::message::{Message, RefuseReason};
+    use crate::types::{Epoch, NodeId, Position, SeqNo};
+    let hlc = crate::Hlc(42 << 16);
+    let at = Position::new(Epoch(3), SeqNo(99));
+    let payload = Bytes::from(vec![7u8; 600]);
+    let leader_sends = [
+        Message::Welcome {
+            leader_epoch: Epoch(3),
+            leader_node: NodeId(1),
+            divergence: Some(at),
+            hlc,
+        },
+        Message::Batch {
+            bytes: payload.clone(),
+            hlc,
+        },
+        Message::Heartbeat {
+            leader_epoch: Epoch(3),
+            last: at,
+            commit_ms: 1_700_000_000_000,
+            hlc,
+        },
+        Message::SnapshotChunk {
+            seqno: SeqNo(99),
+            offset: 0,
+            total: 600,
+            bytes: payload.clone(),
+            hlc,
+        },
+        Message::Refused {
+            reason: RefuseReason::Fingerprint,
+            hlc,
+        },
+    ];
+    let follower_sends = [
+        Message::Hello {
+            protocol_version: 1,
+            fingerprint: 0xfeed,
+            node: NodeId(2),
+            last: at,
+            hlc,
+        },
+        Message::Ack {
+            durable: at,
+            applied: at,
+            hlc,
+        },
+        Message::DivergedSuffix {
+            epoch: Epoch(2),
+            first: SeqNo(50),
+            batches: payload,
+            hlc,
+        },
+    ];
+    let cases = leader_sends
+        .iter()
+        .map(|m| (m, true))
+        .chain(follower_sends.iter().map(|m| (m, false)));
+    for (msg, leader_to_follower) in cases {
+        // The flipped frame is the second: the first must arrive intact.
+        let frames = [msg.encode(), msg.encode()];
+        let fault = Fault::Flip {
+            frame: 1,
+            at: FlipAt::Payload,
+        };
+        let err = refused_frames_through_proxy(fault, leader_to_follower, &frames).await;
+        assert!(
+            matches!(
+                err,
+                TidalError::FrameRejected {
+                    expected_seq: 1,
+                    ..
+                }
+            ),
+            "{msg:?}: {err}"
+        );
     }
 }
 
