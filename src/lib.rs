@@ -97,15 +97,16 @@
 //!   request's `Position`) with a 16-byte truncated SHA-256 of the
 //!   request's encoded records, applied by `State::apply_batch` (recovery
 //!   and followers rebuild the same store), snapshotted in its own section
-//!   (id 6, version 1; a snapshot without it is an empty store) and
+//!   (id 7, version 1; a snapshot without it is an empty store) and
 //!   expired by the HLC of the batch being applied, so every replica
 //!   forgets a key at the same batch. A retry returns the original
 //!   `Position` once it is as durable (and replicated) as the node's
 //!   durability asks; other content is [`TidalError::IdempotencyConflict`];
 //!   at `Config::idempotency_capacity` (default 1,000,000 keys; about 440
 //!   bytes of memory per 32-byte key, both read-view copies counted) new
-//!   keys are
-//!   [`TidalError::IdempotencyFull`], never an early eviction.
+//!   keys are [`TidalError::IdempotencyFull`], never an early eviction.
+//!   Reconciliation does not yet fold keys from a diverged suffix into
+//!   the store (it reports them as not merged).
 //! - **Kinds are sticky.** An id written as an item (metadata, embedding or
 //!   delete) stays an item, also after its delete; signals do not bind a
 //!   kind (they may arrive before metadata). An entity whose kind is unknown
