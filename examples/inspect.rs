@@ -104,8 +104,8 @@ fn print_report(r: &DirReport) {
                 println!("  signal type {id}: {name:?}, half-life {half_life_ms} ms");
             }
             println!(
-                "  landmark half-lives {}, score floor {}, session retention {} ms",
-                m.landmark_half_lives, m.score_floor, m.session_retention_ms
+                "  landmark half-lives {}, score floor {}, session retention {} ms, idempotency TTL {} ms",
+                m.landmark_half_lives, m.score_floor, m.session_retention_ms, m.idempotency_ttl_ms
             );
             println!("  replicated-identity fingerprint {:#018x}", m.fingerprint);
         }

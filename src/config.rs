@@ -5,7 +5,8 @@
 //! `META` when the database is created: node id, shard, shard count, the
 //! signal types with their half-lives, the embedding dimension, and the
 //! parameters of the state machine that replay must reproduce bit for bit
-//! (`landmark_half_lives`, `score_floor`, `session_retention`). Reopening
+//! (`landmark_half_lives`, `score_floor`, `session_retention`,
+//! `idempotency_ttl`). Reopening
 //! with a different identity is [`TidalError::ConfigMismatch`], never a
 //! silent reinterpretation of the log. DESIGN.md names only the first group;
 //! the state-machine parameters are added because changing them between
@@ -171,6 +172,10 @@ pub struct Limits {
     pub max_session_events: u32,
     /// Largest `k` of a retrieve or search: results are built in memory.
     pub max_results: usize,
+    /// Longest idempotency key: keys are request ids (a UUID is 16 bytes
+    /// raw, 36 as text), and every key is held in memory for
+    /// `Config::idempotency_ttl`. At most 1024 (the log codec's bound).
+    pub max_idempotency_key_bytes: usize,
 }
 
 impl Default for Limits {
@@ -184,6 +189,7 @@ impl Default for Limits {
             commit_queue_depth: 4_096,
             max_session_events: 100_000,
             max_results: 10_000,
+            max_idempotency_key_bytes: 128,
         }
     }
 }
@@ -255,6 +261,19 @@ pub struct Config {
     /// A leader reconciles a diverged suffix as soon as a follower hands
     /// it over (`reconcile()` also runs it on demand). Default `true`.
     pub auto_reconcile: bool,
+    /// How long (in log time: the HLC of the batches, the same on every
+    /// replica) an idempotency key is remembered: a retry within it returns
+    /// the original `Position`, a later one applies again. Default 24 h.
+    /// Pinned by `META`: it changes what replay computes.
+    pub idempotency_ttl: Duration,
+    /// Most idempotency keys held at once: at this count new keyed writes
+    /// are refused with `TidalError::IdempotencyFull` (a key is never
+    /// forgotten early) until expiry frees room; unkeyed writes go on.
+    /// Default 1,000,000 (about 11 keyed writes a second, sustained over
+    /// the default TTL): each key costs about `2 × (2 × key length + 160)`
+    /// bytes (the read view holds two copies of the state), measured at
+    /// about 440 bytes for a 32-byte key, so about 440 MB when full.
+    pub idempotency_capacity: usize,
     /// The storage seam all file access goes through.
     pub storage: Arc<dyn Storage>,
     /// The physical clock behind the HLC and timestamp validation.
@@ -283,6 +302,8 @@ impl Config {
                 landmark_half_lives: 64,
                 max_clock_drift: Duration::from_secs(60),
                 auto_reconcile: true,
+                idempotency_ttl: Duration::from_secs(24 * 3600),
+                idempotency_capacity: 1_000_000,
                 storage: Arc::new(RealStorage),
                 clock: Arc::new(SystemClock),
             },
@@ -380,10 +401,21 @@ impl Config {
             ("limits.max_batch_records", l.max_batch_records),
             ("limits.commit_queue_depth", l.commit_queue_depth),
             ("limits.max_results", l.max_results),
+            (
+                "limits.max_idempotency_key_bytes",
+                l.max_idempotency_key_bytes,
+            ),
+            ("idempotency_capacity", self.idempotency_capacity),
         ] {
             if v == 0 {
                 return bad(field, "must be above zero");
             }
+        }
+        if l.max_idempotency_key_bytes > crate::wal::format::MAX_IDEMPOTENCY_KEY_BYTES {
+            return bad("limits.max_idempotency_key_bytes", "must be at most 1024");
+        }
+        if self.idempotency_ttl.is_zero() {
+            return bad("idempotency_ttl", "must be above zero");
         }
         if l.max_session_events == 0 {
             return bad("limits.max_session_events", "must be above zero");
@@ -506,6 +538,16 @@ impl ConfigBuilder {
     /// Half-lives between landmark moves.
     pub fn landmark_half_lives(mut self, n: u32) -> Self {
         self.config.landmark_half_lives = n;
+        self
+    }
+    /// How long idempotency keys are remembered (log time; pinned by `META`).
+    pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.config.idempotency_ttl = ttl;
+        self
+    }
+    /// Most idempotency keys held at once.
+    pub fn idempotency_capacity(mut self, capacity: usize) -> Self {
+        self.config.idempotency_capacity = capacity;
         self
     }
     /// Largest accepted lead of a remote clock.

@@ -50,6 +50,8 @@
 //! | `TIDAL_SESSION_RETENTION` | `session_retention` |
 //! | `TIDAL_LANDMARK_HALF_LIVES` | `landmark_half_lives` |
 //! | `TIDAL_MAX_CLOCK_DRIFT` | `max_clock_drift` |
+//! | `TIDAL_IDEMPOTENCY_TTL` | `idempotency_ttl` |
+//! | `TIDAL_IDEMPOTENCY_CAPACITY` | `idempotency_capacity` |
 //! | `TIDAL_LIMITS_<NAME>` | `limits.<name>`, e.g. `TIDAL_LIMITS_MAX_RESULTS` |
 //!
 //! Other `TIDAL_*` variables are ignored (the prefix is shared, e.g. with
@@ -78,6 +80,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "session_retention",
     "landmark_half_lives",
     "max_clock_drift",
+    "idempotency_ttl",
+    "idempotency_capacity",
     "cluster",
     "cluster.role",
     "cluster.shard_id",
@@ -94,6 +98,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "limits.commit_queue_depth",
     "limits.max_session_events",
     "limits.max_results",
+    "limits.max_idempotency_key_bytes",
 ];
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> TidalError {
@@ -295,6 +300,18 @@ const ENV_VARS: &[(&str, &str, Setter)] = &[
         c.max_clock_drift = parse_duration(v)?;
         Ok(())
     }),
+    ("TIDAL_IDEMPOTENCY_TTL", "idempotency_ttl", |c, v| {
+        c.idempotency_ttl = parse_duration(v)?;
+        Ok(())
+    }),
+    (
+        "TIDAL_IDEMPOTENCY_CAPACITY",
+        "idempotency_capacity",
+        |c, v| {
+            c.idempotency_capacity = parse_num(v)?;
+            Ok(())
+        },
+    ),
     (
         "TIDAL_LIMITS_MAX_NAME_BYTES",
         "limits.max_name_bytes",
@@ -355,6 +372,14 @@ const ENV_VARS: &[(&str, &str, Setter)] = &[
         c.limits.max_results = parse_num(v)?;
         Ok(())
     }),
+    (
+        "TIDAL_LIMITS_MAX_IDEMPOTENCY_KEY_BYTES",
+        "limits.max_idempotency_key_bytes",
+        |c, v| {
+            c.limits.max_idempotency_key_bytes = parse_num(v)?;
+            Ok(())
+        },
+    ),
 ];
 
 /// The environment variables [`ConfigBuilder::env_overrides`] reads, each

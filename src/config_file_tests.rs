@@ -151,6 +151,8 @@ score_floor = 0.001
 session_retention = "2d"
 landmark_half_lives = 32
 max_clock_drift = "5s"
+idempotency_ttl = "2h"
+idempotency_capacity = 5000
 
 [cluster]
 role = "follower"
@@ -166,6 +168,7 @@ max_batch_records = 1000
 commit_queue_depth = 128
 max_session_events = 500
 max_results = 100
+max_idempotency_key_bytes = 64
 
 [[signal_types]]
 name = "view"
@@ -192,6 +195,8 @@ half_life = "7d"
             .session_retention(Duration::from_secs(2 * 86_400))
             .landmark_half_lives(32)
             .max_clock_drift(Duration::from_secs(5))
+            .idempotency_ttl(Duration::from_secs(7_200))
+            .idempotency_capacity(5_000)
             .cluster(crate::ClusterConfig {
                 role: NodeRole::Follower,
                 shard_id: ShardId(1),
@@ -206,6 +211,7 @@ half_life = "7d"
                 commit_queue_depth: 128,
                 max_session_events: 500,
                 max_results: 100,
+                max_idempotency_key_bytes: 64,
             })
             .signal_type("view", Duration::from_secs(3_600))
             .signal_type("like", Duration::from_secs(7 * 86_400))
@@ -231,6 +237,8 @@ half_life = "7d"
         assert_eq!(a.session_retention, b.session_retention);
         assert_eq!(a.landmark_half_lives, b.landmark_half_lives);
         assert_eq!(a.max_clock_drift, b.max_clock_drift);
+        assert_eq!(a.idempotency_ttl, b.idempotency_ttl);
+        assert_eq!(a.idempotency_capacity, b.idempotency_capacity);
     }
 
     #[test]

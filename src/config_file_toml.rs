@@ -31,6 +31,8 @@ struct RawConfig {
     session_retention: Option<Spanned<String>>,
     landmark_half_lives: Option<Spanned<u32>>,
     max_clock_drift: Option<Spanned<String>>,
+    idempotency_ttl: Option<Spanned<String>>,
+    idempotency_capacity: Option<Spanned<usize>>,
     cluster: Option<RawCluster>,
     limits: Option<RawLimits>,
     signal_types: Option<Spanned<Vec<RawSignalType>>>,
@@ -55,6 +57,7 @@ struct RawLimits {
     commit_queue_depth: Option<Spanned<usize>>,
     max_session_events: Option<Spanned<u32>>,
     max_results: Option<Spanned<usize>>,
+    max_idempotency_key_bytes: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -271,6 +274,17 @@ impl ConfigBuilder {
             c.max_clock_drift,
             |s: &str| { parse_duration(s) }
         );
+        parsed!(
+            raw.idempotency_ttl,
+            "idempotency_ttl",
+            c.idempotency_ttl,
+            |s: &str| { parse_duration(s) }
+        );
+        plain!(
+            raw.idempotency_capacity,
+            "idempotency_capacity",
+            c.idempotency_capacity
+        );
         if let Some(cl) = &raw.cluster {
             parsed!(cl.role, "cluster.role", c.cluster.role, |s: &str| {
                 parse_role(s)
@@ -318,6 +332,11 @@ impl ConfigBuilder {
                 c.limits.max_session_events
             );
             plain!(li.max_results, "limits.max_results", c.limits.max_results);
+            plain!(
+                li.max_idempotency_key_bytes,
+                "limits.max_idempotency_key_bytes",
+                c.limits.max_idempotency_key_bytes
+            );
         }
         if let Some(list) = &raw.signal_types {
             l.at("signal_types", list);

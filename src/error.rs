@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::types::{EntityId, EntityKind, Epoch, SessionId, ShardId};
+use crate::types::{EntityId, EntityKind, Epoch, Position, SessionId, ShardId};
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = TidalError> = std::result::Result<T, E>;
@@ -143,6 +143,29 @@ pub enum TidalError {
         records: usize,
         /// `Config::max_batch_records`.
         limit: usize,
+    },
+    /// An idempotency key already used, within `Config::idempotency_ttl`,
+    /// by a write of other content. Nothing was applied.
+    #[error(
+        "idempotency key of {key_len} bytes starting {key_prefix:?} was used at {original} by a write of other content"
+    )]
+    IdempotencyConflict {
+        /// The key's length in bytes.
+        key_len: usize,
+        /// Its first bytes (up to 16, lossily shown as UTF-8), never the whole key.
+        key_prefix: String,
+        /// The `Position` of the write that holds the key.
+        original: Position,
+    },
+    /// `Config::idempotency_capacity` keys are held: a new keyed write is
+    /// refused (no key is forgotten before its TTL) until expiry frees room.
+    /// Nothing was applied; writes without a key go on.
+    #[error(
+        "the idempotency store holds its capacity of {capacity} keys (Config::idempotency_capacity); keys expire after Config::idempotency_ttl"
+    )]
+    IdempotencyFull {
+        /// `Config::idempotency_capacity`.
+        capacity: usize,
     },
     /// An entity (or a session's user) that routes to another shard.
     #[error("{field} {id} belongs to shard {owner}, this node serves shard {this}")]

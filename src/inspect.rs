@@ -169,6 +169,9 @@ pub struct MetaReport {
     pub score_floor: f64,
     /// Retention of closed sessions in log time, in milliseconds.
     pub session_retention_ms: u64,
+    /// How long idempotency keys are kept in log time, in milliseconds
+    /// (24 h for a format 1 `META`).
+    pub idempotency_ttl_ms: u64,
     /// The replicated identity a follower must share with its leader.
     pub fingerprint: u64,
 }
@@ -315,6 +318,7 @@ pub fn inspect_with(storage: &dyn Storage, dir: &Path, options: InspectOptions) 
         score_floor: m.score_floor,
         session_retention_ms: m.session_retention_ms,
         dimension: m.dimension as usize,
+        idempotency_ttl_ms: m.idempotency_ttl_ms,
     });
     let mut shards = shard_dirs(storage, dir, &mut report);
     if let Some(m) = &meta {
@@ -406,6 +410,7 @@ fn read_meta(storage: &dyn Storage, dir: &Path, report: &mut DirReport) -> Optio
             landmark_half_lives: m.landmark_half_lives,
             score_floor: m.score_floor,
             session_retention_ms: m.session_retention_ms,
+            idempotency_ttl_ms: m.idempotency_ttl_ms,
         }),
         Err(e) => {
             report.damage(&path, e.offset as u64, e.reason);

@@ -82,10 +82,31 @@
 //!
 //! - **Identity.** `META` pins node id, shard, shard count, signal types
 //!   (order, names, half-lives) and dimension, and also the state-machine
-//!   parameters `landmark_half_lives`, `score_floor` and
-//!   `session_retention`: changing any of them would make a replay compute
-//!   another state from the same log, so a different value on reopen is
-//!   [`TidalError::ConfigMismatch`].
+//!   parameters `landmark_half_lives`, `score_floor`, `session_retention`
+//!   and `idempotency_ttl`: changing any of them would make a replay
+//!   compute another state from the same log (for the TTL: which keys are
+//!   live, so whether a retry applies again), so a different value on
+//!   reopen is [`TidalError::ConfigMismatch`], and a follower must share
+//!   them with its leader (they are part of the fingerprint). `META`
+//!   format 2 adds the TTL; a format 1 file reads as the default 24 h.
+//!   `idempotency_capacity` is not pinned: it only decides what the
+//!   sequencer admits, never what a logged record does.
+//! - **Idempotency keys.** [`WriteBatch::idempotency_key`] makes a batch
+//!   (or a one-write batch) safe to retry: the key is logged as the
+//!   request's last record (`Record::IdempotencyKey`, its SeqNo is the
+//!   request's `Position`) with a 16-byte truncated SHA-256 of the
+//!   request's encoded records, applied by `State::apply_batch` (recovery
+//!   and followers rebuild the same store), snapshotted in its own section
+//!   (id 7, version 1; a snapshot without it is an empty store) and
+//!   expired by the HLC of the batch being applied, so every replica
+//!   forgets a key at the same batch. A retry returns the original
+//!   `Position` once it is as durable (and replicated) as the node's
+//!   durability asks; other content is [`TidalError::IdempotencyConflict`];
+//!   at `Config::idempotency_capacity` (default 1,000,000 keys; about 440
+//!   bytes of memory per 32-byte key, both read-view copies counted) new
+//!   keys are [`TidalError::IdempotencyFull`], never an early eviction.
+//!   Reconciliation does not yet fold keys from a diverged suffix into
+//!   the store (it reports them as not merged).
 //! - **Kinds are sticky.** An id written as an item (metadata, embedding or
 //!   delete) stays an item, also after its delete; signals do not bind a
 //!   kind (they may arrive before metadata). An entity whose kind is unknown
@@ -150,6 +171,7 @@ pub mod config_file;
 pub mod crdt;
 pub mod db;
 pub mod error;
+pub(crate) mod idempotency;
 pub mod inspect;
 pub(crate) mod meta;
 pub mod query;

@@ -13,7 +13,7 @@
 //! | field | type |
 //! |---|---|
 //! | magic `b"TDBM"` | [u8; 4] |
-//! | format version = 1 | u16 |
+//! | format version = 2 (1 is read too) | u16 |
 //! | node id | u64 |
 //! | shard id | u32 |
 //! | shard count | u32 |
@@ -22,7 +22,13 @@
 //! | landmark half-lives | u32 |
 //! | score floor | f64 |
 //! | session retention ms | u64 |
+//! | idempotency TTL ms (version 2 only) | u64 |
 //! | crc32 of every byte before it | u32 |
+//!
+//! Version 2 adds the idempotency TTL: which keys are live at a batch is
+//! part of what replay computes. A version 1 file was written before
+//! idempotency keys existed, so it reads as the default TTL (24 h), and
+//! it is left as it is.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,7 +42,10 @@ use crate::types::{NodeId, ShardId};
 /// Magic bytes at the start of `META`.
 pub const META_MAGIC: [u8; 4] = *b"TDBM";
 /// The `META` format version this build writes and reads.
-pub const META_FORMAT_VERSION: u16 = 1;
+pub const META_FORMAT_VERSION: u16 = 2;
+
+/// The idempotency TTL a version 1 `META` stands for (the default).
+const V1_IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
 /// The file name of `META` in the data directory.
 pub const META_FILE_NAME: &str = "META";
 
@@ -61,6 +70,8 @@ pub struct Meta {
     pub score_floor: f64,
     /// How long closed sessions are kept, in log time: replay must reproduce it.
     pub session_retention_ms: u64,
+    /// How long idempotency keys are kept, in log time: replay must reproduce it.
+    pub idempotency_ttl_ms: u64,
 }
 
 /// Smallest encoding of one signal type: an empty name's length and a half-life.
@@ -94,12 +105,14 @@ impl Meta {
             landmark_half_lives: config.landmark_half_lives,
             score_floor: config.score_floor,
             session_retention_ms: duration_ms(config.session_retention),
+            idempotency_ttl_ms: duration_ms(config.idempotency_ttl),
         }
     }
 
     /// The replicated identity (everything but the node id and the format
     /// version), in a fixed layout shared by `encode` and `fingerprint`.
-    fn put_replicated(&self, b: &mut Vec<u8>) {
+    /// `with_ttl` is false only to encode a version 1 file.
+    fn put_replicated(&self, b: &mut Vec<u8>, with_ttl: bool) {
         b.put_u32(self.shard_id.0);
         b.put_u32(self.shard_count);
         b.put_u32(self.signal_types.len() as u32);
@@ -111,6 +124,9 @@ impl Meta {
         b.put_u32(self.landmark_half_lives);
         b.put_f64(self.score_floor);
         b.put_u64(self.session_retention_ms);
+        if with_ttl {
+            b.put_u64(self.idempotency_ttl_ms);
+        }
     }
 
     /// Encodes `META`, trailing CRC included.
@@ -119,7 +135,7 @@ impl Meta {
         b.extend_from_slice(&META_MAGIC);
         b.put_u16(self.format_version);
         b.put_u64(self.node_id.0);
-        self.put_replicated(&mut b);
+        self.put_replicated(&mut b, self.format_version >= 2);
         let crc = crc32fast::hash(&b);
         b.put_u32(crc);
         b
@@ -152,7 +168,7 @@ impl Meta {
             });
         }
         let format_version = r.u16()?;
-        if format_version != META_FORMAT_VERSION {
+        if !(1..=META_FORMAT_VERSION).contains(&format_version) {
             return Err(DecodeError {
                 offset: 4,
                 reason: format!("unsupported META format version {format_version}"),
@@ -177,6 +193,11 @@ impl Meta {
             landmark_half_lives: r.u32()?,
             score_floor: r.f64()?,
             session_retention_ms: r.u64()?,
+            idempotency_ttl_ms: if format_version >= 2 {
+                r.u64()?
+            } else {
+                V1_IDEMPOTENCY_TTL_MS
+            },
         };
         if !r.is_empty() {
             return Err(r.error(format!("{} bytes after the last field", r.remaining())));
@@ -187,7 +208,7 @@ impl Meta {
     /// Checks a `Config` against this stored identity. The error names the
     /// first differing field, in the order node_id, shard_id, shard_count,
     /// signal_types (names, order and half-lives), dimension,
-    /// landmark_half_lives, score_floor, session_retention.
+    /// landmark_half_lives, score_floor, session_retention, idempotency_ttl.
     pub fn check(&self, config: &Config) -> Result<()> {
         let given = Meta::from_config(config);
         let mismatch = |field: &'static str, stored: String, given: String| {
@@ -254,6 +275,13 @@ impl Meta {
                 format!("{} ms", given.session_retention_ms),
             );
         }
+        if self.idempotency_ttl_ms != given.idempotency_ttl_ms {
+            return mismatch(
+                "idempotency_ttl",
+                format!("{} ms", self.idempotency_ttl_ms),
+                format!("{} ms", given.idempotency_ttl_ms),
+            );
+        }
         Ok(())
     }
 
@@ -262,13 +290,13 @@ impl Meta {
     /// not the data).
     ///
     /// Defined as two CRC-32s (crc32fast, the IEEE polynomial) of the
-    /// replicated fields in `META`'s layout, from shard id to session
-    /// retention: the high 32 bits over those bytes, the low 32 bits over the
+    /// replicated fields in `META`'s version 2 layout, from shard id to the
+    /// idempotency TTL (whatever version the file is): the high 32 bits over those bytes, the low 32 bits over the
     /// same bytes followed by their length as a u64. Stable across builds
     /// and platforms, so two nodes can compare it over the wire.
     pub fn fingerprint(&self) -> u64 {
         let mut b = Vec::with_capacity(64);
-        self.put_replicated(&mut b);
+        self.put_replicated(&mut b, true);
         let high = crc32fast::hash(&b);
         let len = b.len() as u64;
         b.put_u64(len);
@@ -438,6 +466,10 @@ mod tests {
             field(&|c| c.session_retention = Duration::from_secs(1)),
             "session_retention"
         );
+        assert_eq!(
+            field(&|c| c.idempotency_ttl = Duration::from_secs(1)),
+            "idempotency_ttl"
+        );
         // Two differences: the first in the documented order is named.
         assert_eq!(
             field(&|c| {
@@ -446,6 +478,31 @@ mod tests {
             }),
             "node_id"
         );
+    }
+
+    #[test]
+    fn version_1_reads_as_the_default_ttl() {
+        let sim = SimStorage::new();
+        let mut v1 = Meta::from_config(&config(&sim));
+        v1.format_version = 1;
+        let bytes = v1.encode();
+        assert_eq!(
+            bytes.len(),
+            Meta::from_config(&config(&sim)).encode().len() - 8
+        );
+        let back = Meta::decode(&bytes).unwrap();
+        assert_eq!(back, v1);
+        assert_eq!(back.idempotency_ttl_ms, 24 * 3600 * 1000);
+        back.check(&config(&sim)).unwrap();
+        let mut other = config(&sim);
+        other.idempotency_ttl = Duration::from_secs(60);
+        assert!(matches!(
+            back.check(&other),
+            Err(TidalError::ConfigMismatch {
+                field: "idempotency_ttl",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -418,6 +418,7 @@ impl<R: Role> ShardedDb<R> {
             })
             .collect();
 
+        let key = batch.idempotency_key;
         let mut opened: HashMap<SessionId, usize> = HashMap::new();
         let mut parts: BTreeMap<usize, Vec<Op>> = BTreeMap::new();
         for op in batch.ops {
@@ -465,7 +466,10 @@ impl<R: Role> ShardedDb<R> {
         }
         let mut written = Vec::with_capacity(parts.len());
         for (i, ops) in parts {
-            let pos = self.shards[i].write(WriteBatch { ops })?;
+            let pos = self.shards[i].write(WriteBatch {
+                ops,
+                idempotency_key: key.clone(),
+            })?;
             written.push((shard_id(i), pos));
         }
         Ok(written)

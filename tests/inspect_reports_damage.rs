@@ -175,7 +175,8 @@ fn inspect_reports_a_clean_directory_then_each_kind_of_damage() {
     assert_eq!(shard.snapshots.len(), 1);
     assert_eq!(shard.snapshots[0].seqno, s.snapshot_seqno);
     assert!(shard.snapshots[0].ok);
-    assert_eq!(shard.snapshots[0].sections.len(), 6);
+    // Header, signals, entities, vectors, sessions, merged, idempotency keys.
+    assert_eq!(shard.snapshots[0].sections.len(), 7);
     let segs = segments(&s.dir);
     assert!(segs.len() >= 2, "segments rolled: {segs:?}");
     assert_eq!(shard.segments.len(), segs.len());

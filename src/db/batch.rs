@@ -63,15 +63,56 @@ pub(crate) enum Op {
 ///     .record_session_event(SessionId(9), EntityId(1), "like", 1.0, at);
 /// assert_eq!(batch.len(), 4);
 /// ```
+///
+/// A batch may carry an idempotency key
+/// ([`WriteBatch::idempotency_key`]): a retry of the same key and content
+/// returns the original `Position` without applying again. A single write
+/// made safe to retry is a one-write batch:
+///
+/// ```
+/// use tidal::{EntityId, Timestamp, WriteBatch};
+/// let once = WriteBatch::new()
+///     .signal("like", EntityId(1), 1.0, Timestamp(1_000))
+///     .idempotency_key("request-7f3a");
+/// assert_eq!(once.len(), 1);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WriteBatch {
     pub(crate) ops: Vec<Op>,
+    pub(crate) idempotency_key: Option<Vec<u8>>,
 }
 
 impl WriteBatch {
     /// An empty batch.
     pub fn new() -> WriteBatch {
         WriteBatch::default()
+    }
+
+    /// Sets the batch's idempotency key (1 to
+    /// `Limits::max_idempotency_key_bytes` bytes, 128 by default; checked
+    /// when written, `TidalError::Empty` / `TooLong` naming
+    /// `idempotency_key`). Writing a keyed batch:
+    ///
+    /// - the first time, applies it and remembers the key, the digest of
+    ///   its writes and its `Position` for `Config::idempotency_ttl` of log
+    ///   time (a refused batch stores nothing);
+    /// - again with the same writes (a retry, after a timeout, a restart or
+    ///   a failover to a follower that had replicated it), applies nothing
+    ///   and returns the original `Position`, once the original is as
+    ///   durable (and, under `Durability::Replicated`, as replicated) as
+    ///   this node's durability asks;
+    /// - with other writes, is `TidalError::IdempotencyConflict`;
+    /// - when `Config::idempotency_capacity` keys are held, is
+    ///   `TidalError::IdempotencyFull` until keys expire.
+    ///
+    /// Racing writers with one key apply it once. Content is compared
+    /// after the stateless checks (signal types as ids, embeddings
+    /// normalized), in order: the same writes in another order are other
+    /// content. On a `ShardedDb` each shard's part carries the key, so a
+    /// retry completes a batch that was written on some shards only.
+    pub fn idempotency_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.idempotency_key = Some(key.as_ref().to_vec());
+        self
     }
 
     /// Writes in the batch.

@@ -109,6 +109,9 @@ pub(crate) struct Core {
     /// the followers `Durability::Replicated` asks for. Never goes back.
     hwm: Mutex<SeqNo>,
     hwm_changed: Condvar,
+    /// Synced here up to this SeqNo (0 after open: the tail read back may
+    /// not have reached the disk; see `ensure_durable`).
+    pub(super) durable: AtomicU64,
     /// A higher epoch seen by a leader: writes are refused from then on.
     pub(crate) fenced: Mutex<Option<Epoch>>,
     /// Batches from a leader are accepted (cleared by `promote`, under the
@@ -137,6 +140,7 @@ fn params(config: &Config) -> StateParams {
         score_floor: config.score_floor,
         session_retention_ms: duration_ms(config.session_retention),
         dimension: config.dimension,
+        idempotency_ttl_ms: duration_ms(config.idempotency_ttl),
     }
 }
 
@@ -300,6 +304,7 @@ impl Core {
             checkpoint_scheduled: Arc::new(AtomicBool::new(false)),
             hwm: Mutex::new(SeqNo(next.0.saturating_sub(1))),
             hwm_changed: Condvar::new(),
+            durable: AtomicU64::new(0),
             fenced: Mutex::new(None),
             receiving: AtomicBool::new(true),
             marks: ReplMarks::new(first_retained, seen_epoch),
@@ -344,6 +349,17 @@ impl Core {
 
     /// Submits one request to the group committer.
     pub(crate) fn submit(self: &Arc<Self>, records: Vec<Record>) -> Result<Position> {
+        self.submit_request(Request {
+            records,
+            idem: None,
+        })
+    }
+
+    /// Submits a request (with its idempotency key, if any); a keyed
+    /// request's answer may be an earlier write's Position, so it is made
+    /// as durable as this node's durability asks before it returns.
+    pub(crate) fn submit_request(self: &Arc<Self>, request: Request) -> Result<Position> {
+        let keyed = request.idem.is_some();
         if self.closed.load(Ordering::Acquire) {
             return Err(TidalError::Closed);
         }
@@ -353,7 +369,7 @@ impl Core {
         }
         let core = self.as_ref();
         let result = self.commit.submit(
-            Request { records },
+            request,
             &|c, group, publisher| process(core, c, group, publisher),
             &|| Err(TidalError::Closed),
         );
@@ -363,6 +379,9 @@ impl Core {
             self.spawn_checkpoint();
         }
         let position = result?;
+        if keyed {
+            self.ensure_durable(position.seqno)?;
+        }
         if let Durability::Replicated { acks, timeout } = core.config().durability
             && !self.wait_hwm(position.seqno, timeout)
         {
@@ -377,6 +396,7 @@ impl Core {
 
     /// Called (under the committer) when the log is durable up to `p`.
     pub(crate) fn on_durable(&self, p: Position) {
+        self.durable.fetch_max(p.seqno.0, Ordering::AcqRel);
         match self.durable_hook.get() {
             Some(hook) => (hook.0)(p),
             // Without followers, durable here is the high-water mark.

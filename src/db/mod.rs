@@ -17,6 +17,7 @@ use crate::types::{Epoch, Position, SeqNo};
 mod any;
 pub(crate) mod batch;
 pub(crate) mod core;
+mod idem;
 mod maintenance;
 mod read;
 pub(crate) mod sequencer;

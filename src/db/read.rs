@@ -95,6 +95,8 @@ pub struct Status {
     /// copies (readers never wait for an apply), so the process holds about
     /// twice this.
     pub state_bytes: usize,
+    /// Idempotency keys held (expired ones leave with the next batch).
+    pub idempotency_keys: usize,
     /// Log segments on disk.
     pub segments: usize,
     /// Bytes of those segments (pre-allocated size included).
@@ -206,7 +208,9 @@ impl Core {
                 s.epochs().last().map(|e| e.epoch).unwrap_or_default(),
             )
         });
-        let state_bytes = self.view.read(|s| s.approx_bytes());
+        let (state_bytes, idempotency_keys) = self
+            .view
+            .read(|s| (s.approx_bytes(), s.idempotency().len()));
         let (poisoned, segments) = self
             .commit
             .with_committer(|c| (c.poisoned.clone(), c.wal.segments()));
@@ -226,6 +230,7 @@ impl Core {
             commit_queue_depth: self.commit.queue_depth(),
             poisoned,
             state_bytes,
+            idempotency_keys,
             segments: segments.len(),
             log_bytes: segments.iter().map(|s| s.len).sum(),
             recovery: self.recovery.clone(),

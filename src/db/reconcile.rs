@@ -265,6 +265,7 @@ fn kind_name(r: &Record) -> &'static str {
         Record::CloseSession { .. } => "session close",
         Record::DeleteUser { .. } => "user delete",
         Record::Merge { .. } => "merge",
+        Record::IdempotencyKey { .. } => "idempotency key",
         Record::EpochStart { .. } => "epoch start",
         Record::Signal { .. } => "signal",
     }

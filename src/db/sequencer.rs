@@ -1,10 +1,11 @@
 //! The group committer's work: validate a group against the state plus the
 //! batch being built, log it as one batch, sync, apply, acknowledge.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::config::Durability;
+use crate::config::{Durability, duration_ms};
 use crate::crdt::hlc::Hlc;
 use crate::db::core::Core;
 use crate::db::validate::Overlay;
@@ -15,15 +16,26 @@ use crate::wal::format::{BatchMeta, encode_batch};
 use crate::wal::log::Wal;
 use crate::wal::record::Record;
 
-/// One writer's request: records that are admitted (or refused) together.
+/// One writer's request: records that are admitted (or refused) together,
+/// with the idempotency key and content digest if the write carries one.
 #[derive(Debug)]
 pub(crate) struct Request {
     pub(crate) records: Vec<Record>,
+    pub(crate) idem: Option<(Vec<u8>, [u8; 16])>,
 }
 
 impl Weighted for Request {
     fn records(&self) -> usize {
-        self.records.len()
+        self.records.len() + usize::from(self.idem.is_some())
+    }
+}
+
+/// The conflict error of `key`, held by the write at `original`.
+fn conflict(key: &[u8], original: Position) -> TidalError {
+    TidalError::IdempotencyConflict {
+        key_len: key.len(),
+        key_prefix: String::from_utf8_lossy(&key[..key.len().min(16)]).into_owned(),
+        original,
     }
 }
 
@@ -177,15 +189,64 @@ pub(crate) fn process(
     // The batch's HLC is taken before validation, so validation sees the
     // sessions as the batch's apply will (expired by its log time).
     let hlc = core.hlc.now();
-    let mut overlay = Overlay::new(config, hlc.physical_ms());
+    let log_ms = hlc.physical_ms();
+    let ttl_ms = duration_ms(config.idempotency_ttl);
+    let mut overlay = Overlay::new(config, log_ms);
     let mut records = Vec::new();
     let mut ends: Vec<(Ticket, usize)> = Vec::with_capacity(group.len());
+    // Refusals, and retries answered from the store, published at once.
     let mut rejected = Vec::new();
+    // Keys this group logs: digest and the end of their request.
+    let mut keys: HashMap<Vec<u8>, ([u8; 16], usize)> = HashMap::new();
+    let next = c.wal.next_seqno().0;
+    let at = |end: usize| Position::new(c.epoch, SeqNo(next + end as u64 - 1));
     core.view.read(|state| {
+        let store = state.idempotency();
         for (ticket, mut req) in group {
+            if let Some((key, digest)) = &req.idem {
+                // A retry of a request of this group: the same end, so the
+                // same Position, once the batch is logged.
+                if let Some((d, end)) = keys.get(key) {
+                    if d == digest {
+                        ends.push((ticket, *end));
+                    } else {
+                        rejected.push((ticket, Err(conflict(key, at(*end)))));
+                    }
+                    continue;
+                }
+                // Keys expired by this batch's log time are gone for it.
+                if let Some(e) = store.get(key, log_ms, ttl_ms) {
+                    let answer = if e.digest == *digest {
+                        Ok(e.position)
+                    } else {
+                        Err(conflict(key, e.position))
+                    };
+                    rejected.push((ticket, answer));
+                    continue;
+                }
+                if store.live_at(log_ms, ttl_ms) + keys.len() >= config.idempotency_capacity {
+                    rejected.push((
+                        ticket,
+                        Err(TidalError::IdempotencyFull {
+                            capacity: config.idempotency_capacity,
+                        }),
+                    ));
+                    continue;
+                }
+            }
             match overlay.admit(state, config, &mut req.records) {
                 Ok(()) => {
                     records.append(&mut req.records);
+                    // The key is the request's last record: its SeqNo is
+                    // the request's Position, and only admitted requests
+                    // store one.
+                    if let Some((key, digest)) = req.idem.take() {
+                        records.push(Record::IdempotencyKey {
+                            key: key.clone(),
+                            digest,
+                        });
+                        keys.insert(key, (digest, records.len()));
+                    }
                     ends.push((ticket, records.len()));
                 }
                 Err(e) => rejected.push((ticket, Err(e))),

@@ -432,9 +432,14 @@ impl Overlay {
         r: &mut Record,
     ) -> Result<()> {
         match r {
-            // Merge records come from the reconciliation engine only, built
-            // from records that were validated when first logged.
-            Record::Signal { .. } | Record::EpochStart { .. } | Record::Merge { .. } => Ok(()),
+            // Keys are checked by the sequencer before `admit`, which
+            // never sees one (they are added after it). Merge records come
+            // from the reconciliation engine only, built from records that
+            // were validated when first logged.
+            Record::Signal { .. }
+            | Record::EpochStart { .. }
+            | Record::IdempotencyKey { .. }
+            | Record::Merge { .. } => Ok(()),
             Record::Upsert {
                 kind,
                 id,

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use crate::db::TidalDb;
 use crate::db::batch::{WriteBatch, owned_fields};
 use crate::db::core::Core;
+use crate::db::idem::content_digest;
+use crate::db::sequencer::Request;
 use crate::error::Result;
 use crate::role::{Role, Writable};
 use crate::types::{EntityId, EntityKind, Position, SessionId, Timestamp, UserId};
@@ -94,7 +96,15 @@ impl Core {
 
     pub(crate) fn write(self: &Arc<Self>, batch: WriteBatch) -> Result<Position> {
         let records = self.prepare.ops(batch.ops)?;
-        self.submit(records)
+        let idem = match batch.idempotency_key {
+            Some(key) => {
+                self.prepare.idempotency_key(&key)?;
+                let digest = content_digest(&records);
+                Some((key, digest))
+            }
+            None => None,
+        };
+        self.submit_request(Request { records, idem })
     }
 }
 
@@ -215,6 +225,8 @@ impl<R: Role> TidalDb<R> {
     }
 
     /// Writes an atomic batch: all of it in one log batch, or none of it.
+    /// With an idempotency key, a retry returns the original `Position`
+    /// (see [`WriteBatch::idempotency_key`]).
     pub fn write(&self, batch: WriteBatch) -> Result<Position>
     where
         R: Writable,

@@ -19,6 +19,7 @@ pub mod vectors;
 
 use crate::codec::{DecodeError, Put, Reader};
 use crate::crdt::hlc::Hlc;
+use crate::idempotency::IdempotencyStore;
 use crate::query::Filter;
 use crate::types::{EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, Timestamp};
 use crate::wal::format::BatchMeta;
@@ -42,6 +43,8 @@ pub struct StateParams {
     pub session_retention_ms: u64,
     /// Embedding dimension.
     pub dimension: usize,
+    /// Idempotency keys older than this (log time) are dropped.
+    pub idempotency_ttl_ms: u64,
 }
 
 /// One epoch of the log's history: rebuilt from `EpochStart` records and
@@ -66,6 +69,9 @@ pub(crate) mod section {
     pub const VECTORS: u16 = 4;
     pub const SESSIONS: u16 = 5;
     pub const MERGED: u16 = 6;
+    /// Optional: a snapshot written before idempotency keys existed has
+    /// none, which is an empty store.
+    pub const IDEMPOTENCY: u16 = 7;
 }
 
 /// The whole in-memory state of a shard.
@@ -78,6 +84,7 @@ pub struct State {
     pub(crate) sessions: SessionStore,
     /// Contributions merged by reconciliation (only where one touched).
     pub(crate) merged: MergedStore,
+    pub(crate) idempotency: IdempotencyStore,
     pub(crate) epochs: Vec<EpochEntry>,
     pub(crate) applied: Position,
     pub(crate) last_hlc: Hlc,
@@ -96,6 +103,7 @@ impl State {
             vectors: VectorStore::new(params.dimension),
             sessions: SessionStore::new(),
             merged: MergedStore::default(),
+            idempotency: IdempotencyStore::new(),
             epochs: Vec::new(),
             applied: Position::default(),
             last_hlc: Hlc::default(),
@@ -120,6 +128,12 @@ impl State {
             + self.vectors.approx_bytes()
             + self.sessions.approx_bytes()
             + self.merged.approx_bytes()
+            + self.idempotency.approx_bytes()
+    }
+
+    /// The idempotency keys held.
+    pub fn idempotency(&self) -> &IdempotencyStore {
+        &self.idempotency
     }
 
     /// The epoch history, oldest first.
@@ -134,6 +148,8 @@ impl State {
         self.signals.advance_landmarks(log_ms);
         self.sessions
             .expire(log_ms, self.params.session_retention_ms);
+        self.idempotency
+            .expire(log_ms, self.params.idempotency_ttl_ms);
         for (i, record) in records.iter().enumerate() {
             let seqno = SeqNo(meta.first_seqno.0 + i as u64);
             self.apply_record(meta, seqno, record);
@@ -216,6 +232,12 @@ impl State {
                 self.sessions.close(*session, *at, meta.hlc.physical_ms())
             }
             Record::DeleteUser { user } => self.sessions.delete_user(*user),
+            Record::IdempotencyKey { key, digest } => self.idempotency.insert(
+                key,
+                *digest,
+                Position::new(meta.epoch, seqno),
+                meta.hlc.physical_ms(),
+            ),
             Record::Merge {
                 signal_type,
                 entity,
@@ -315,6 +337,8 @@ impl State {
         self.sessions.encode(&mut sessions);
         let mut merged = Vec::new();
         self.merged.encode(&mut merged);
+        let mut idempotency = Vec::new();
+        self.idempotency.encode(&mut idempotency);
         vec![
             (section::HEADER, 1, header),
             (section::SIGNALS, 1, signals),
@@ -322,6 +346,7 @@ impl State {
             (section::VECTORS, 1, vectors),
             (section::SESSIONS, 1, sessions),
             (section::MERGED, 1, merged),
+            (section::IDEMPOTENCY, 1, idempotency),
         ]
     }
 
@@ -388,6 +413,15 @@ impl State {
             let mut r = find(section::MERGED)?;
             st.merged = MergedStore::decode(&mut r, p.half_lives_ms.len())
                 .map_err(|e| (section::MERGED, e))?;
+        }
+        // Likewise for snapshots written before idempotency keys existed.
+        if sections
+            .iter()
+            .any(|(id, _, _)| *id == section::IDEMPOTENCY)
+        {
+            let mut r = find(section::IDEMPOTENCY)?;
+            st.idempotency =
+                IdempotencyStore::decode(&mut r).map_err(|e| (section::IDEMPOTENCY, e))?;
         }
         Ok(st)
     }

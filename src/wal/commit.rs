@@ -89,6 +89,12 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
         self.lock_shared().queue.len()
     }
 
+    /// Whether a writer is leading a group (tests use it to line up groups).
+    #[cfg(test)]
+    pub(crate) fn busy(&self) -> bool {
+        self.lock_shared().busy
+    }
+
     /// Runs `f` on the committer state between groups (flush, checkpoint).
     pub(crate) fn with_committer<T>(&self, f: impl FnOnce(&mut S) -> T) -> T {
         let mut c = self

@@ -61,6 +61,12 @@ const TAG_CLOSE_SESSION: u8 = 8;
 const TAG_DELETE_USER: u8 = 9;
 /// Reconciliation merges; numbered apart from the user records.
 const TAG_MERGE: u8 = 20;
+const TAG_IDEMPOTENCY_KEY: u8 = 10;
+
+/// The longest idempotency key the codec accepts, whatever the configured
+/// limit (`Config::validate` keeps `Limits::max_idempotency_key_bytes`
+/// at or below it), so a damaged length never drives a large allocation.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 1024;
 
 /// What a batch header says about its batch, besides its length and checksum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,6 +325,11 @@ pub fn encode_record(r: &Record, out: &mut Vec<u8>) {
             out.put_u8(TAG_DELETE_USER);
             out.put_u64(user.0);
         }
+        Record::IdempotencyKey { key, digest } => {
+            out.put_u8(TAG_IDEMPOTENCY_KEY);
+            out.put_bytes(key);
+            out.extend_from_slice(digest);
+        }
         Record::Merge {
             signal_type,
             entity,
@@ -493,6 +504,12 @@ fn decode_record(r: &mut Reader<'_>, schema: &Schema) -> Result<Record, DecodeEr
             positive_count: r.u64()?,
             negative_count: r.u64()?,
         },
+        TAG_IDEMPOTENCY_KEY => {
+            let key = idempotency_key(r)?.to_vec();
+            let mut digest = [0u8; 16];
+            digest.copy_from_slice(r.take(16)?);
+            Record::IdempotencyKey { key, digest }
+        }
         other => {
             return Err(DecodeError {
                 offset: at,
@@ -509,6 +526,22 @@ fn back(r: &Reader<'_>, width: usize, reason: impl Into<String>) -> DecodeError 
         offset: r.position().saturating_sub(width),
         reason: reason.into(),
     }
+}
+
+/// An idempotency key: a u32 length (1 to [`MAX_IDEMPOTENCY_KEY_BYTES`])
+/// and the bytes, checked before anything is taken.
+fn idempotency_key<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], DecodeError> {
+    let at = r.position();
+    let n = r.u32()? as usize;
+    if n == 0 || n > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(DecodeError {
+            offset: at,
+            reason: format!(
+                "idempotency key of {n} bytes (1 to {MAX_IDEMPOTENCY_KEY_BYTES} allowed)"
+            ),
+        });
+    }
+    r.take(n)
 }
 
 fn bool_byte(r: &mut Reader<'_>) -> Result<bool, DecodeError> {

@@ -110,6 +110,11 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
             at: Timestamp(at),
         }),
         any::<u64>().prop_map(|u| Record::DeleteUser { user: UserId(u) }),
+        (
+            proptest::collection::vec(any::<u8>(), 1..=MAX_IDEMPOTENCY_KEY_BYTES),
+            any::<[u8; 16]>()
+        )
+            .prop_map(|(key, digest)| Record::IdempotencyKey { key, digest }),
     ]
 }
 
@@ -254,6 +259,30 @@ fn decoder_refuses_what_apply_could_not_take() {
     b.extend_from_slice(&1u64.to_le_bytes());
     b.push(0);
     b.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(decode_one(&b).is_err());
+}
+
+#[test]
+fn idempotency_key_lengths_are_bounded() {
+    let ok = Record::IdempotencyKey {
+        key: vec![7; MAX_IDEMPOTENCY_KEY_BYTES],
+        digest: [3; 16],
+    };
+    assert_eq!(decode_one(&one(&ok)).unwrap(), vec![ok]);
+    for n in [0u32, MAX_IDEMPOTENCY_KEY_BYTES as u32 + 1, u32::MAX] {
+        let mut b = vec![TAG_IDEMPOTENCY_KEY];
+        b.extend_from_slice(&n.to_le_bytes());
+        b.extend_from_slice(&[1u8; 64]);
+        let e = decode_one(&b).unwrap_err();
+        assert!(e.reason.contains("idempotency key"), "{}", e.reason);
+        assert_eq!(e.offset, 1);
+    }
+    // A digest cut short.
+    let mut b = one(&Record::IdempotencyKey {
+        key: b"k".to_vec(),
+        digest: [0; 16],
+    });
+    b.truncate(b.len() - 1);
     assert!(decode_one(&b).is_err());
 }
 

@@ -102,6 +102,16 @@ pub enum Record {
         /// The user.
         user: UserId,
     },
+    /// Remembers a request's idempotency key and the digest of its
+    /// operations: the last record of that request, so its SeqNo is the
+    /// request's `Position`. Applying inserts the key unless it is already
+    /// known (the first one stands); keys expire by log time.
+    IdempotencyKey {
+        /// The caller's key (1 to `Limits::max_idempotency_key_bytes` bytes).
+        key: Vec<u8>,
+        /// Truncated SHA-256 of the request's encoded operations.
+        digest: [u8; 16],
+    },
     /// A reconciliation's contribution of a diverged suffix to one entity's
     /// score and count of one type (a `CrdtSignalState` contribution):
     /// applying it raises that key's stored contribution to the pointwise
