@@ -435,7 +435,7 @@ impl Walker<'_> {
         records: &mut Vec<Record>,
     ) -> Step {
         let rest = buf.get(o..).unwrap_or_default();
-        let clean = || how.zeros_end && crate::wal::format::is_zero(rest);
+        let clean = || how.zeros_end && crate::wal::segment::is_zero(rest);
         let bad = |what: String| {
             Step::End(End::Bad {
                 offset: o,

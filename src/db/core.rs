@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use self::repl::{ReplMarks, load_seen_epoch};
 use crate::config::{Config, Durability, NodeRole, duration_ms};
 use crate::crdt::hlc::HlcClock;
+pub(crate) use crate::db::metrics::Metrics;
 use crate::db::sequencer::{CommitResult, Committer, Request, process};
 use crate::db::validate::Prepare;
 use crate::db::view::View;
@@ -47,33 +48,6 @@ pub struct RecoveryReport {
     pub cuts: Vec<LogCut>,
     /// How long recovery took.
     pub duration: Duration,
-}
-
-/// Counters for `status()`.
-#[derive(Debug, Default)]
-pub(crate) struct Metrics {
-    pub(crate) fsyncs: AtomicU64,
-    pub(crate) fsync_total_ns: AtomicU64,
-    pub(crate) fsync_last_ns: AtomicU64,
-    pub(crate) batches: AtomicU64,
-    pub(crate) records: AtomicU64,
-    pub(crate) last_batch_records: AtomicU64,
-}
-
-impl Metrics {
-    pub(crate) fn record_fsync(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.fsync_total_ns.fetch_add(ns, Ordering::Relaxed);
-        self.fsync_last_ns.store(ns, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_batch(&self, records: usize) {
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.records.fetch_add(records as u64, Ordering::Relaxed);
-        self.last_batch_records
-            .store(records as u64, Ordering::Relaxed);
-    }
 }
 
 /// A callback told of every newly durable position.

@@ -19,6 +19,7 @@ pub(crate) mod batch;
 pub(crate) mod core;
 mod idem;
 mod maintenance;
+mod metrics;
 mod read;
 pub(crate) mod sequencer;
 pub(crate) mod validate;

@@ -339,6 +339,7 @@ proptest! {
 
 #[test]
 fn is_zero_finds_any_non_zero_byte() {
+    use crate::wal::segment::is_zero;
     for len in [0usize, 1, 7, 63, 64, 65, 200, 4096] {
         let mut b = vec![0u8; len];
         assert!(is_zero(&b));

@@ -30,12 +30,13 @@ use crate::error::{Result, TidalError};
 use crate::storage::{OpenMode, Storage};
 use crate::types::SeqNo;
 use crate::wal::format::{
-    BATCH_HEADER_LEN, BATCH_MAGIC, BatchMeta, decode_header, decode_records, is_zero, verify_crc,
+    BATCH_HEADER_LEN, BATCH_MAGIC, BatchMeta, decode_header, decode_records, verify_crc,
 };
 use crate::wal::log::{CutKind, LogConfig, LogCut, LogRecoveryReport, SegmentInfo};
 use crate::wal::record::Record;
 use crate::wal::segment::{
-    SEGMENT_HEADER_LEN, decode_segment_header, encode_segment_header, parse_segment_name, zero_fill,
+    SEGMENT_HEADER_LEN, decode_segment_header, encode_segment_header, is_zero, parse_segment_name,
+    zero_fill,
 };
 
 /// Where appending continues in the last segment after recovery.

@@ -291,6 +291,27 @@ pub fn cut_offset(file: &dyn StorageFile, path: &Path, first: SeqNo, to: SeqNo) 
     Ok(offset)
 }
 
+/// Whether every byte is zero: the pre-allocated end of a segment.
+///
+/// Recovery checks the zero-filled rest of a 64 MiB segment on every open;
+/// a byte-at-a-time `all` with its early exit does not vectorize and cost
+/// about a third of recovery (perf, the compare harness's W7). OR-folding
+/// 64-byte blocks of `u64` words does, and still stops at the first block
+/// holding a non-zero byte.
+pub fn is_zero(bytes: &[u8]) -> bool {
+    let mut blocks = bytes.chunks_exact(64);
+    for block in &mut blocks {
+        let mut acc = 0u64;
+        for w in block.chunks_exact(8) {
+            acc |= u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        }
+        if acc != 0 {
+            return false;
+        }
+    }
+    blocks.remainder().iter().all(|&b| b == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
