@@ -141,6 +141,8 @@ pub mod config_file;
 pub mod crdt;
 pub mod db;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub(crate) mod meta;
 pub mod query;
