@@ -171,6 +171,8 @@ pub mod config_file;
 pub mod crdt;
 pub mod db;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod idempotency;
 pub mod inspect;
 pub(crate) mod meta;

@@ -1,0 +1,8 @@
+//! Fuzz target `batch`: see `tidal::fuzzing::batch` for the decoder and oracle.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = tidal::fuzzing::batch(data);
+});

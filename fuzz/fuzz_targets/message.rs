@@ -1,0 +1,8 @@
+//! Fuzz target `message`: see `tidal::fuzzing::message` for the decoder and oracle.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = tidal::fuzzing::message(data);
+});

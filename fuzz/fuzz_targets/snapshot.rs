@@ -1,0 +1,8 @@
+//! Fuzz target `snapshot`: see `tidal::fuzzing::snapshot` for the decoder and oracle.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = tidal::fuzzing::snapshot(data);
+});
