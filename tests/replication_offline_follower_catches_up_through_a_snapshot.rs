@@ -33,6 +33,30 @@ async fn write(leader: &TidalDb<tidal::Leader>, from: u64, batches: u64, now: Ti
     }
 }
 
+/// The follower holds the start of the log and goes away; the leader
+/// writes on and checkpoints twice (so retention may retire what the
+/// follower needs). Returns where the follower left and the newest snapshot.
+async fn follower_leaves_while_leader_checkpoints(
+    leader: &TidalDb<tidal::Leader>,
+    follower_config: Config,
+    transport: &std::sync::Arc<InProcessTransport>,
+    now: Timestamp,
+) -> (tidal::Position, tidal::SeqNo) {
+    let follower = TidalDb::open_follower(follower_config, transport.clone()).unwrap();
+    write(leader, 0, 20, now).await;
+    follower
+        .wait_for(leader.last_position(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    let left_at = follower.last_position();
+    follower.close().unwrap();
+    write(leader, 20, 400, now).await;
+    leader.checkpoint().unwrap();
+    write(leader, 420, 200, now).await;
+    let snap = leader.checkpoint().unwrap();
+    (left_at, snap)
+}
+
 fn assert_same_reads<A: tidal::Role, B: tidal::Role>(a: &TidalDb<A>, b: &TidalDb<B>) {
     for e in 0..ENTITIES {
         for ty in ["like", "view"] {
@@ -57,21 +81,9 @@ async fn a_follower_behind_the_retained_log_catches_up_through_a_snapshot() {
     let now = Timestamp::now();
     let follower_config = || small_log(fd.path(), 2, NodeRole::Follower, 0);
 
-    // The follower holds the start of the log, then goes away.
-    let follower = TidalDb::open_follower(follower_config(), transport.clone()).unwrap();
-    write(&leader, 0, 20, now).await;
-    follower
-        .wait_for(leader.last_position(), Duration::from_secs(20))
-        .await
-        .unwrap();
-    let left_at = follower.last_position();
-    follower.close().unwrap();
-
-    // The leader writes on and retires the segments the follower would need.
-    write(&leader, 20, 400, now).await;
-    leader.checkpoint().unwrap();
-    write(&leader, 420, 200, now).await;
-    let snap = leader.checkpoint().unwrap();
+    // With no budget, the leader retires the segments the follower needs.
+    let (left_at, snap) =
+        follower_leaves_while_leader_checkpoints(&leader, follower_config(), &transport, now).await;
     write(&leader, 620, 50, now).await;
     let first_retained = leader.status().first_retained;
     assert!(
@@ -145,19 +157,8 @@ async fn retention_holds_the_log_for_an_offline_follower_within_its_budget() {
     .unwrap();
     let now = Timestamp::now();
     let follower_config = || small_log(fd.path(), 2, NodeRole::Follower, budget);
-    let follower = TidalDb::open_follower(follower_config(), transport.clone()).unwrap();
-    write(&leader, 0, 20, now).await;
-    follower
-        .wait_for(leader.last_position(), Duration::from_secs(20))
-        .await
-        .unwrap();
-    let left_at = follower.last_position();
-    follower.close().unwrap();
-
-    write(&leader, 20, 400, now).await;
-    leader.checkpoint().unwrap();
-    write(&leader, 420, 200, now).await;
-    leader.checkpoint().unwrap();
+    let (left_at, _) =
+        follower_leaves_while_leader_checkpoints(&leader, follower_config(), &transport, now).await;
     // The leader kept what the follower needs instead of retiring it.
     let first_retained = leader.status().first_retained;
     assert!(
