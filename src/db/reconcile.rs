@@ -80,6 +80,7 @@ impl Core {
                     continue;
                 }
             };
+            let (folded, landmarks) = folded;
             let records: Vec<Record> = folded
                 .into_iter()
                 .map(
@@ -87,9 +88,10 @@ impl Core {
                         signal_type,
                         entity,
                         key,
-                        landmark_ms: self
-                            .view
-                            .read(|s| s.signals.landmark(signal_type).map_or(0, |(l, _)| l)),
+                        // The landmark the masses were computed against;
+                        // the type's may move before the record applies,
+                        // and applying rebases it.
+                        landmark_ms: landmarks[usize::from(signal_type)].0,
                         positive_mass: p,
                         negative_mass: n,
                         positive_count: pc,
@@ -148,14 +150,15 @@ impl Core {
             .unwrap_or(self.config().node_id)
     }
 
-    /// Folds a suffix's signals into contributions; `Err` if its bytes are
-    /// not whole, valid batches.
+    /// Folds a suffix's signals into contributions, relative to each
+    /// type's `(landmark_ms, half_life_ms)`, also returned; `Err` if its
+    /// bytes are not whole, valid batches.
     fn fold(
         &self,
         bytes: &[u8],
         origin: Option<NodeId>,
         report: &mut ReconcileReport,
-    ) -> std::result::Result<Folded, String> {
+    ) -> std::result::Result<(Folded, Vec<(u64, u64)>), String> {
         let config = self.config();
         let schema = Schema {
             signal_type_count: config.signal_types.len() as u16,
@@ -251,7 +254,7 @@ impl Core {
                 report.signals += 1;
             }
         }
-        Ok(folded)
+        Ok((folded, landmarks))
     }
 }
 
