@@ -82,62 +82,10 @@ impl Sizes {
     }
 }
 
-/// xorshift64*: deterministic and allocation-free.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
-
-/// Zipf(s) over `0..n` by inverting a precomputed CDF; ranks are scrambled
-/// into ids (multiplication by a prime mod n) so hot ids spread out.
-#[derive(Clone, Debug)]
-pub struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    pub fn new(n: u64, s: f64) -> Zipf {
-        let mut cdf = Vec::with_capacity(n as usize);
-        let mut sum = 0.0;
-        for k in 1..=n {
-            sum += 1.0 / (k as f64).powf(s);
-            cdf.push(sum);
-        }
-        for c in &mut cdf {
-            *c /= sum;
-        }
-        Zipf { cdf }
-    }
-
-    pub fn sample(&self, rng: &mut Rng) -> u64 {
-        let n = self.cdf.len() as u64;
-        let u = rng.unit();
-        let rank = (self.cdf.partition_point(|&c| c < u) as u64).min(n - 1);
-        rank.wrapping_mul(1_000_003) % n
-    }
-}
+// The same generator and Zipf sampler as the benches, from one file.
+#[path = "../../benches/common/workload.rs"]
+mod workload;
+pub use workload::{Rng, Zipf};
 
 /// One signal, as every system receives it.
 #[derive(Clone, Copy, Debug)]
