@@ -35,7 +35,6 @@ use super::{OpenMode, Storage, StorageFile, StorageLock};
 mod crash;
 mod handle;
 
-use crash::SplitMix64;
 use handle::{SimFile, SimLock};
 
 /// Page size of the simulated page cache, for [`CrashMode::RandomPages`].
@@ -112,6 +111,8 @@ struct Fault {
     kind: FaultKind,
     path_contains: String,
     once: bool,
+    /// Matching calls let through before this one fires.
+    skip: u64,
 }
 
 /// A change to a file not yet made durable by `sync_data`.
@@ -193,6 +194,10 @@ impl Inner {
                     .any(|p| p.to_string_lossy().contains(&f.path_contains))
         });
         if let Some(i) = hit {
+            if self.faults[i].skip > 0 {
+                self.faults[i].skip -= 1;
+                return Ok(());
+            }
             let once = self.faults[i].once;
             if once {
                 self.faults.remove(i);
@@ -258,55 +263,31 @@ impl SimStorage {
         lock_inner(&self.shared)
     }
 
-    /// Simulates a power loss: rebuilds the file system from what was
-    /// durable (plus what `mode` lets through) and invalidates every open
-    /// handle and lock.
-    pub fn crash(&self, mode: CrashMode) {
-        let mut g = self.inner();
-        let inner = &mut *g;
-        let mut rng = SplitMix64(match mode {
-            CrashMode::DropUnsynced => 0,
-            CrashMode::TornPrefix { seed } | CrashMode::RandomPages { seed } => seed,
-        });
-        let keep: BTreeSet<Ino> = inner.durable_names.values().copied().collect();
-        let mut nodes = BTreeMap::new();
-        for ino in keep {
-            if let Some(node) = inner.nodes.get(&ino) {
-                let data = node.after_crash(mode, &mut rng);
-                nodes.insert(
-                    ino,
-                    Node {
-                        synced: data.clone(),
-                        data,
-                        unsynced: Vec::new(),
-                        open_handles: 0,
-                    },
-                );
-            }
-        }
-        inner.nodes = nodes;
-        inner.names = inner.durable_names.clone();
-        inner.locks.clear();
-        inner.generation += 1;
-    }
-
     /// Makes the next call of `kind` on a path containing `path_contains`
     /// fail with an I/O error (an empty string matches every path).
     pub fn fail_next(&self, kind: FaultKind, path_contains: &str) {
-        self.add_fault(kind, path_contains, true);
+        self.add_fault(kind, path_contains, true, 0);
     }
 
     /// Makes every call of `kind` on a path containing `path_contains` fail
     /// until [`SimStorage::clear_faults`].
     pub fn fail_always(&self, kind: FaultKind, path_contains: &str) {
-        self.add_fault(kind, path_contains, false);
+        self.add_fault(kind, path_contains, false, 0);
     }
 
-    fn add_fault(&self, kind: FaultKind, path_contains: &str, once: bool) {
+    /// Lets `n` calls of `kind` on a path containing `path_contains`
+    /// through, then makes the next one fail (once): a fault in the middle
+    /// of a sequence of operations, at a chosen step.
+    pub fn fail_after(&self, n: u64, kind: FaultKind, path_contains: &str) {
+        self.add_fault(kind, path_contains, true, n);
+    }
+
+    fn add_fault(&self, kind: FaultKind, path_contains: &str, once: bool, skip: u64) {
         self.inner().faults.push(Fault {
             kind,
             path_contains: path_contains.to_string(),
             once,
+            skip,
         });
     }
 
@@ -358,7 +339,7 @@ impl SimStorage {
             unsynced: Vec::new(),
             open_handles: 0,
         };
-        match g.names.get(&path).copied() {
+        let ino = match g.names.get(&path).copied() {
             Some(ino) => {
                 let open_handles = g.nodes.get(&ino).map_or(0, |n| n.open_handles);
                 g.nodes.insert(
@@ -368,17 +349,16 @@ impl SimStorage {
                         ..node
                     },
                 );
-                if let Some(old) = g.durable_names.insert(path, ino) {
-                    g.collect(old);
-                }
+                ino
             }
             None => {
                 let ino = g.new_node(node);
                 g.names.insert(path.clone(), ino);
-                if let Some(old) = g.durable_names.insert(path, ino) {
-                    g.collect(old);
-                }
+                ino
             }
+        };
+        if let Some(old) = g.durable_names.insert(path, ino) {
+            g.collect(old);
         }
     }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crash::SplitMix64;
 
 fn p(s: &str) -> PathBuf {
     PathBuf::from(s)
@@ -146,6 +147,13 @@ fn fail_next_fires_once_and_fail_always_until_cleared() {
     );
     sim.clear_faults();
     f.write_all_at(b"w", 0).unwrap();
+
+    // fail_after lets n matching calls through, then fails one.
+    sim.fail_after(2, FaultKind::SyncData, "/d/f");
+    f.sync_data().unwrap();
+    f.sync_data().unwrap();
+    assert!(f.sync_data().is_err());
+    f.sync_data().unwrap();
 
     for (kind, call) in [
         (FaultKind::Create, 0),
