@@ -130,16 +130,30 @@ fn free_diverged_path(
     base: &str,
     bytes: &[u8],
 ) -> Result<Option<PathBuf>> {
-    let mut path = dir.join(format!("{base}.batches"));
-    let mut k = 1u32;
-    while storage.exists(&path) {
-        if read_file(storage, &path)? == bytes {
-            return Ok(None);
+    // A suffix held already, merged or not, is not stored again.
+    let mut k = 0u32;
+    loop {
+        let stem = if k == 0 {
+            base.to_owned()
+        } else {
+            format!("{base}.{k}")
+        };
+        let path = dir.join(format!("{stem}.batches"));
+        let merged = dir.join(format!("{stem}.merged"));
+        let mut free = true;
+        for p in [&path, &merged] {
+            if storage.exists(p) {
+                free = false;
+                if read_file(storage, p)? == bytes {
+                    return Ok(None);
+                }
+            }
         }
-        path = dir.join(format!("{base}.{k}.batches"));
+        if free {
+            return Ok(Some(path));
+        }
         k += 1;
     }
-    Ok(Some(path))
 }
 
 /// Encodes the `EPOCH` file: magic, version, epoch, CRC of the rest.
@@ -269,6 +283,22 @@ impl Core {
             }
             None => Ok(dir.join(format!("{base}.batches"))),
         }
+    }
+
+    /// The unmerged diverged suffixes held, with their bytes (a file that
+    /// cannot be read is logged and left out).
+    pub(crate) fn unmerged_suffixes(&self) -> Vec<(Epoch, SeqNo, bytes::Bytes)> {
+        self.diverged()
+            .into_iter()
+            .filter(|d| !d.merged)
+            .filter_map(|d| match read_file(self.storage.as_ref(), &d.path) {
+                Ok(b) => Some((d.epoch, d.first, bytes::Bytes::from(b))),
+                Err(e) => {
+                    tracing::error!(path = %d.path.display(), error = %e, "cannot read a held diverged suffix");
+                    None
+                }
+            })
+            .collect()
     }
 
     /// The diverged suffixes held, by file name.

@@ -40,7 +40,12 @@ pub(crate) fn start_follower(
                     let mut pending: VecDeque<ReceiverOutput> = receiver.on_connect(now).into();
                     let mut healthy = true;
                     let mut incoming: Option<Incoming> = None;
+                    let mut handed_over = false;
                     while healthy {
+                        if !handed_over && receiver.is_streaming() {
+                            handed_over = true;
+                            pending.extend(receiver.hand_over(held_suffixes(&weak)));
+                        }
                         // Carried out in order, including what each output
                         // leads to (the acks after an append), before the
                         // next frame is read.
@@ -84,6 +89,12 @@ pub(crate) fn start_follower(
         }
     });
     Ok(ReplicationTasks::follower(task))
+}
+
+/// The unmerged diverged suffixes this node holds, to hand to its leader.
+fn held_suffixes(core: &Weak<Core>) -> Vec<(Epoch, SeqNo, Bytes)> {
+    core.upgrade()
+        .map_or_else(Vec::new, |c| c.unmerged_suffixes())
 }
 
 /// A receiver's view of the follower's log as it stands.

@@ -227,6 +227,35 @@ impl Receiver {
         self.clock.remote()
     }
 
+    /// Whether the leader welcomed this node and it is taking batches.
+    pub fn is_streaming(&self) -> bool {
+        self.phase == Phase::Streaming
+    }
+
+    /// Messages handing the leader the diverged suffixes this node holds
+    /// unmerged (`(epoch, first, batches)` each, as kept in `diverged/`),
+    /// in pieces under the frame cap. Sent once per connection, after the
+    /// leader welcomed this node, so a suffix cut under one leader still
+    /// reaches the next if a failover came before it was merged.
+    pub fn hand_over(&mut self, held: Vec<(Epoch, SeqNo, Bytes)>) -> Vec<ReceiverOutput> {
+        let mut out = Vec::new();
+        if self.phase != Phase::Streaming {
+            return out;
+        }
+        for (epoch, first, batches) in held {
+            for (epoch, first, batches) in split_suffix(epoch, first, batches) {
+                let hlc = self.clock.stamp(self.now_ms);
+                out.push(ReceiverOutput::Send(Message::DivergedSuffix {
+                    epoch,
+                    first,
+                    batches,
+                    hlc,
+                }));
+            }
+        }
+        out
+    }
+
     /// A new connection to the leader: say hello.
     pub fn on_connect(&mut self, now_ms: u64) -> Vec<ReceiverOutput> {
         self.see(now_ms);
