@@ -124,6 +124,14 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
 
+    /// The next byte, not consumed.
+    pub fn peek_u8(&self) -> Result<u8, DecodeError> {
+        self.buf
+            .get(self.pos)
+            .copied()
+            .ok_or_else(|| self.error("needs 1 byte, 0 remain"))
+    }
+
     /// Reads a byte.
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])

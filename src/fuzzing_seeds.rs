@@ -139,7 +139,32 @@ pub(super) fn record_groups() -> Vec<Vec<Record>> {
         vec![Record::IdempotencyKey {
             key: b"retry-7".to_vec(),
             digest: [7; 16],
+            span: 3,
+            merged: false,
         }],
+        vec![
+            Record::Reconciled {
+                stamp: crate::state::entities::Stamp {
+                    hlc: Hlc::new(at.0, 1),
+                    node: NodeId(1),
+                    seqno: SeqNo(40),
+                },
+                record: Box::new(Record::Upsert {
+                    kind: EntityKind::Item,
+                    id: EntityId(1),
+                    creator: None,
+                    fields: vec![("title".into(), "merged".into())],
+                }),
+            },
+            Record::MergedSessionEvent {
+                session: SessionId(1),
+                entity: EntityId(3),
+                signal_type: 0,
+                weight: 1.0,
+                at,
+                origin: Position::new(Epoch(1), SeqNo(41)),
+            },
+        ],
     ]
 }
 

@@ -30,6 +30,9 @@ pub struct IdemEntry {
     pub position: Position,
     /// The log time (ms) the key was written at; it expires `ttl` later.
     pub at_ms: u64,
+    /// Added by a reconciliation for a request of a diverged suffix, whose
+    /// records were merged (not applied by a client request here).
+    pub merged: bool,
 }
 
 /// Keys with their entries, and their insertion order for expiry.
@@ -96,7 +99,14 @@ impl IdempotencyStore {
     /// already held (the first one stands; validation never logs a second).
     /// The time kept never goes below the newest key's, so the expiry
     /// order holds even if a log's HLCs stepped back.
-    pub fn insert(&mut self, key: &[u8], digest: [u8; 16], position: Position, log_ms: u64) {
+    pub fn insert(
+        &mut self,
+        key: &[u8],
+        digest: [u8; 16],
+        position: Position,
+        log_ms: u64,
+        merged: bool,
+    ) {
         if self.map.contains_key(key) {
             return;
         }
@@ -107,6 +117,7 @@ impl IdempotencyStore {
                 digest,
                 position,
                 at_ms,
+                merged,
             },
         );
         self.order.push_back((at_ms, key.to_vec()));
@@ -130,6 +141,7 @@ impl IdempotencyStore {
                 out.put_u64(e.position.epoch.0);
                 out.put_u64(e.position.seqno.0);
                 out.put_u64(e.at_ms);
+                out.put_u8(u8::from(e.merged));
             }
         }
     }
@@ -138,7 +150,7 @@ impl IdempotencyStore {
     /// refuses keys out of bounds, duplicates and times out of order.
     pub fn decode(r: &mut Reader<'_>) -> Result<IdempotencyStore, DecodeError> {
         // Each key is at least a length, one byte, a digest and three u64s.
-        let n = r.count(4 + 1 + 16 + 24)?;
+        let n = r.count(4 + 1 + 16 + 24 + 1)?;
         let mut store = IdempotencyStore::new();
         for _ in 0..n {
             let at = r.position();
@@ -154,6 +166,11 @@ impl IdempotencyStore {
             digest.copy_from_slice(r.take(16)?);
             let position = Position::new(Epoch(r.u64()?), SeqNo(r.u64()?));
             let at_ms = r.u64()?;
+            let merged = match r.u8()? {
+                0 => false,
+                1 => true,
+                b => return Err(r.error(format!("bad merged flag {b}"))),
+            };
             if store.map.contains_key(key) {
                 return Err(DecodeError {
                     offset: at,
@@ -166,7 +183,7 @@ impl IdempotencyStore {
                     reason: "idempotency keys out of time order".into(),
                 });
             }
-            store.insert(key, digest, position, at_ms);
+            store.insert(key, digest, position, at_ms, merged);
         }
         if !r.is_empty() {
             return Err(r.error(format!(
@@ -198,10 +215,10 @@ mod tests {
     #[test]
     fn keys_expire_by_log_time_and_count_as_live_until_then() {
         let mut s = IdempotencyStore::new();
-        s.insert(b"a", [1; 16], pos(2), 1_000);
-        s.insert(b"b", [2; 16], pos(4), 2_000);
+        s.insert(b"a", [1; 16], pos(2), 1_000, false);
+        s.insert(b"b", [2; 16], pos(4), 2_000, false);
         // The first key stands.
-        s.insert(b"a", [9; 16], pos(9), 2_500);
+        s.insert(b"a", [9; 16], pos(9), 2_500, false);
         assert_eq!(s.get(b"a", 1_500, 1_000).unwrap().position, pos(2));
         assert_eq!(s.get(b"a", 1_500, 1_000).unwrap().digest, [1; 16]);
         assert_eq!(s.live_at(1_999, 1_000), 2);
@@ -221,16 +238,16 @@ mod tests {
     #[test]
     fn a_key_time_never_goes_back() {
         let mut s = IdempotencyStore::new();
-        s.insert(b"a", [1; 16], pos(2), 5_000);
-        s.insert(b"b", [1; 16], pos(3), 4_000);
+        s.insert(b"a", [1; 16], pos(2), 5_000, false);
+        s.insert(b"b", [1; 16], pos(3), 4_000, false);
         assert_eq!(s.get(b"b", 0, 10).unwrap().at_ms, 5_000);
     }
 
     #[test]
     fn damaged_sections_are_refused() {
         let mut s = IdempotencyStore::new();
-        s.insert(b"a", [1; 16], pos(2), 1);
-        s.insert(b"b", [1; 16], pos(3), 2);
+        s.insert(b"a", [1; 16], pos(2), 1, false);
+        s.insert(b"b", [1; 16], pos(3), 2, false);
         let mut b = Vec::new();
         s.encode(&mut b);
         // Trailing byte.
@@ -239,7 +256,7 @@ mod tests {
         assert!(IdempotencyStore::decode(&mut Reader::new(&t)).is_err());
         // Duplicate key: rename "b" to "a".
         let mut d = b.clone();
-        let second = 4 + (4 + 1 + 16 + 24) + 4;
+        let second = 4 + (4 + 1 + 16 + 24 + 1) + 4;
         d[second] = b'a';
         let e = IdempotencyStore::decode(&mut Reader::new(&d)).unwrap_err();
         assert!(e.reason.contains("duplicate"), "{}", e.reason);
@@ -247,8 +264,13 @@ mod tests {
         let mut z = Vec::new();
         z.put_u32(1);
         z.put_u32(0);
-        z.extend_from_slice(&[0; 40]);
+        z.extend_from_slice(&[0; 41]);
         assert!(IdempotencyStore::decode(&mut Reader::new(&z)).is_err());
+        // A merged flag that is not 0 or 1.
+        let mut m = b.clone();
+        m[4 + (4 + 1 + 16 + 24)] = 2;
+        let e = IdempotencyStore::decode(&mut Reader::new(&m)).unwrap_err();
+        assert!(e.reason.contains("merged flag"), "{}", e.reason);
     }
 
     fn params() -> crate::state::StateParams {
@@ -280,6 +302,8 @@ mod tests {
         let key = |k: &[u8]| Record::IdempotencyKey {
             key: k.to_vec(),
             digest: [7; 16],
+            span: 0,
+            merged: false,
         };
         st.apply_batch(&meta(1, 1_000, 2), &[key(b"a"), key(b"b")]);
         st.apply_batch(&meta(3, 5_000, 1), &[key(b"c")]);
@@ -337,7 +361,7 @@ mod tests {
             let mut t = 0;
             for (k, (d, seq, dt)) in &keys {
                 t += dt;
-                s.insert(k, *d, pos(*seq), t);
+                s.insert(k, *d, pos(*seq), t, false);
             }
             let mut b = Vec::new();
             s.encode(&mut b);

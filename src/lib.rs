@@ -159,8 +159,17 @@
 //!   trending index therefore stays the only index and reads are
 //!   unchanged; replicas hold the same bits because they apply the same
 //!   merge records in log order. A merged suffix file is renamed
-//!   `.merged` and kept as evidence. Only signals are merged so far (see
-//!   `ReconcileReport::not_merged`).
+//!   `.merged` and kept as evidence.
+//! - **Reconciliation merges every kind of record, each once.** Metadata,
+//!   embeddings and deletes are last-writer-wins by the stamp they had in
+//!   their own lineage (`Reconciled` records); session events are appended
+//!   after the session's last number and marked merged; idempotency keys
+//!   are logged before their requests' writes, so a retry during or after
+//!   the reconciliation is answered, and a request already retried here is
+//!   skipped; records that no longer make sense are dropped and reported.
+//!   The rules are in `db/reconcile.rs` and `ReconcileReport`. A follower
+//!   sends every unmerged suffix it holds to each leader it joins, so a
+//!   second failover before a reconciliation finished loses nothing.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -197,8 +206,8 @@ pub use crdt::{
 };
 pub use db::core::RecoveryReport;
 pub use db::{
-    AnyDb, ClockSkew, DivergedSuffix, ExportReport, FollowerInfo, ReconcileReport, SessionEvent,
-    Status, TidalDb, WriteBatch,
+    AnyDb, ClockSkew, DivergedSuffix, ExportReport, FollowerInfo, ReconcileConflict,
+    ReconcileReport, SessionEvent, Status, TidalDb, WriteBatch,
 };
 pub use error::{Result, TidalError};
 pub use query::{Filter, Retrieve, Scored, Search};

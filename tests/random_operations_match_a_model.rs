@@ -669,6 +669,7 @@ impl Model {
                     signal_type: TYPES[t].0.to_string(),
                     weight: w,
                     at: Timestamp(at),
+                    merged: false,
                 })
                 .collect()
         })

@@ -326,6 +326,7 @@ impl Core {
         self.submit_request(Request {
             records,
             idem: None,
+            merged_key: false,
         })
     }
 
@@ -568,6 +569,8 @@ pub(crate) mod repl;
 
 #[path = "reconcile.rs"]
 pub(crate) mod reconcile;
+#[path = "reconcile_plan.rs"]
+mod reconcile_plan;
 
 #[path = "export.rs"]
 pub(crate) mod export;

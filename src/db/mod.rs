@@ -27,7 +27,7 @@ pub(crate) mod view;
 mod write;
 
 pub use self::core::export::ExportReport;
-pub use self::core::reconcile::ReconcileReport;
+pub use self::core::reconcile::{ReconcileConflict, ReconcileReport};
 pub use self::core::repl::DivergedSuffix;
 pub use any::AnyDb;
 pub use batch::WriteBatch;
@@ -268,11 +268,12 @@ impl<R: Role> TidalDb<R> {
     }
 
     /// Merges every diverged suffix this node holds and has not merged yet
-    /// (DESIGN.md section 7): their signals become `Merge` records logged
-    /// here and replicated, each counted once however often a suffix
-    /// arrives. A leader also runs it when a suffix arrives
-    /// (`Config::auto_reconcile`). See [`ReconcileReport`] for what is
-    /// merged and what is not yet.
+    /// (DESIGN.md section 7): their records are logged here again (signals
+    /// as `Merge` contributions, metadata last-writer-wins by their first
+    /// stamps, session events appended, idempotency keys brought over) and
+    /// replicated, each counted once however often a suffix arrives. A
+    /// leader also runs it when a suffix arrives (`Config::auto_reconcile`).
+    /// See [`ReconcileReport`] for what it reports.
     pub fn reconcile(&self) -> Result<ReconcileReport>
     where
         R: Writable,

@@ -43,6 +43,9 @@ pub struct SessionEvent {
     pub weight: f64,
     /// When it happened.
     pub at: Timestamp,
+    /// Appended by a reconciliation from a diverged suffix (the old
+    /// leader's lineage), after the events this lineage had then.
+    pub merged: bool,
 }
 
 /// What a node reports about itself.
@@ -300,6 +303,7 @@ impl Core {
                         .unwrap_or_default(),
                     weight: e.weight,
                     at: e.at,
+                    merged: e.merged,
                 })
                 .collect()
         })

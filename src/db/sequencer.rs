@@ -22,6 +22,9 @@ use crate::wal::record::Record;
 pub(crate) struct Request {
     pub(crate) records: Vec<Record>,
     pub(crate) idem: Option<(Vec<u8>, [u8; 16])>,
+    /// The key is a reconciliation's, for a request of a diverged suffix
+    /// (logged with `merged` set).
+    pub(crate) merged_key: bool,
 }
 
 impl Weighted for Request {
@@ -236,6 +239,8 @@ pub(crate) fn process(
             }
             match overlay.admit(state, config, &mut req.records) {
                 Ok(()) => {
+                    // Requests are bounded by `max_batch_records`.
+                    let span = req.records.len() as u32;
                     records.append(&mut req.records);
                     // The key is the request's last record: its SeqNo is
                     // the request's Position, and only admitted requests
@@ -244,6 +249,8 @@ pub(crate) fn process(
                         records.push(Record::IdempotencyKey {
                             key: key.clone(),
                             digest,
+                            span,
+                            merged: req.merged_key,
                         });
                         keys.insert(key, (digest, records.len()));
                     }

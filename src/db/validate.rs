@@ -440,6 +440,29 @@ impl Overlay {
             | Record::EpochStart { .. }
             | Record::IdempotencyKey { .. }
             | Record::Merge { .. } => Ok(()),
+            // A reconciled register write binds its id's kind like any
+            // other, so a client write of the other kind in the same group
+            // is refused instead of silently ignored when applied.
+            Record::Reconciled { record, .. } => match record.as_ref() {
+                Record::Upsert { kind, id, .. }
+                | Record::Embedding { kind, id, .. }
+                | Record::Delete { kind, id } => self.bind_kind(req, state, *id, *kind),
+                _ => Ok(()),
+            },
+            // A merged event takes the next number when applied; a client
+            // event of the same group must come after it.
+            Record::MergedSessionEvent { session, .. } => {
+                if let Sess::Open { user, events } = self.session(req, state, *session) {
+                    req.sessions.insert(
+                        *session,
+                        Sess::Open {
+                            user,
+                            events: events + 1,
+                        },
+                    );
+                }
+                Ok(())
+            }
             Record::Upsert {
                 kind,
                 id,

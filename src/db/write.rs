@@ -104,7 +104,11 @@ impl Core {
             }
             None => None,
         };
-        self.submit_request(Request { records, idem })
+        self.submit_request(Request {
+            records,
+            idem,
+            merged_key: false,
+        })
     }
 }
 

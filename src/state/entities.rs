@@ -116,6 +116,9 @@ struct Entry {
     written: Option<Stamp>,
     /// An item's creator with the stamp that set it.
     creator: Option<(EntityId, Stamp)>,
+    /// The stamp of the embedding the vector store holds, if any: an
+    /// embedding is a last-writer-wins register too.
+    embedded: Option<Stamp>,
     /// Sorted by key, keys unique.
     fields: Vec<Field>,
 }
@@ -127,6 +130,7 @@ impl Entry {
             tombstone: None,
             written: None,
             creator: None,
+            embedded: None,
             fields: Vec::new(),
         }
     }
@@ -158,6 +162,22 @@ impl Entry {
                 .map(|f| f.key.len() + f.value.len())
                 .sum::<usize>()
     }
+}
+
+/// What a delete did to the entity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// The id is of the other kind: nothing changed.
+    WrongKind,
+    /// The entity is deleted: its score and embedding go with it.
+    Gone,
+    /// A write newer than the delete keeps the entity live (only a
+    /// reconciled delete can be older than the entity's newest write);
+    /// `embedding_dropped` says whether its embedding was older.
+    StillLive {
+        /// The stored embedding was older than the delete.
+        embedding_dropped: bool,
+    },
 }
 
 /// Items and creators with their metadata, creators and tombstones.
@@ -236,12 +256,31 @@ impl EntityStore {
         }
     }
 
+    /// An embedding write stamped `stamp`: whether it wins (the id has this
+    /// kind, and the stamp is newer than the tombstone and than the stored
+    /// embedding), in which case the caller stores the vector. Like an
+    /// upsert, it makes the entity live.
+    pub fn embed(&mut self, kind: EntityKind, id: EntityId, stamp: Stamp) -> bool {
+        let e = self.entries.entry(id).or_insert_with(|| Entry::new(kind));
+        if e.kind != kind
+            || e.tombstone.is_some_and(|t| stamp <= t)
+            || e.embedded.is_some_and(|s| stamp <= s)
+        {
+            return false;
+        }
+        e.written = e.written.max(Some(stamp));
+        e.embedded = Some(stamp);
+        true
+    }
+
     /// Tombstone: metadata dropped (memory freed), kind and stamp kept, so
     /// older writes arriving later stay ignored and the id keeps its kind.
-    pub fn delete(&mut self, kind: EntityKind, id: EntityId, stamp: Stamp) {
+    /// Only what is older than the delete goes: a write stamped after it (a
+    /// reconciled delete can be older than this lineage's writes) stays.
+    pub fn delete(&mut self, kind: EntityKind, id: EntityId, stamp: Stamp) -> Deleted {
         let e = self.entries.entry(id).or_insert_with(|| Entry::new(kind));
         if e.kind != kind {
-            return;
+            return Deleted::WrongKind;
         }
         let t = e.tombstone.max(Some(stamp)).unwrap_or(stamp);
         e.tombstone = Some(t);
@@ -251,17 +290,25 @@ impl EntityStore {
         if e.creator.is_some_and(|(_, s)| s <= t) {
             e.creator = None;
         }
+        let embedding_dropped = e.embedded.is_some_and(|s| s <= t);
+        if embedding_dropped {
+            e.embedded = None;
+        }
         e.fields.retain(|f| f.stamp > t);
         if e.fields.is_empty() {
             e.fields = Vec::new();
         } else {
             e.fields.shrink_to_fit();
         }
+        if e.is_live() {
+            Deleted::StillLive { embedding_dropped }
+        } else {
+            Deleted::Gone
+        }
     }
 
     /// The stamp of the newest delete of `id`, live again or not: what a
     /// merge compares an incoming record against.
-    #[cfg(test)]
     pub fn tombstone(&self, id: EntityId) -> Option<Stamp> {
         self.entries.get(&id).and_then(|e| e.tombstone)
     }
@@ -356,7 +403,8 @@ impl EntityStore {
             out.put_u8(e.kind.to_byte());
             let flags = u8::from(e.tombstone.is_some())
                 | u8::from(e.written.is_some()) << 1
-                | u8::from(e.creator.is_some()) << 2;
+                | u8::from(e.creator.is_some()) << 2
+                | u8::from(e.embedded.is_some()) << 3;
             out.put_u8(flags);
             if let Some(t) = e.tombstone {
                 put_stamp(out, t);
@@ -366,6 +414,9 @@ impl EntityStore {
             }
             if let Some((c, s)) = e.creator {
                 out.put_u64(c.0);
+                put_stamp(out, s);
+            }
+            if let Some(s) = e.embedded {
                 put_stamp(out, s);
             }
             out.put_u32(e.fields.len() as u32);
@@ -393,7 +444,7 @@ impl EntityStore {
             prev = Some(id);
             let kind = EntityKind::from_byte(r.u8()?).ok_or_else(|| r.error("unknown kind"))?;
             let flags = r.u8()?;
-            if flags & !0b111 != 0 {
+            if flags & !0b1111 != 0 {
                 return Err(r.error("unknown entity flags"));
             }
             let mut e = Entry::new(kind);
@@ -405,6 +456,9 @@ impl EntityStore {
             }
             if flags & 4 != 0 {
                 e.creator = Some((EntityId(r.u64()?), read_stamp(r)?));
+            }
+            if flags & 8 != 0 {
+                e.embedded = Some(read_stamp(r)?);
             }
             let nf = r.count(4 + 4 + STAMP_BYTES)?;
             let mut fields = Vec::with_capacity(nf);
@@ -424,6 +478,7 @@ impl EntityStore {
                 && e.written.is_none_or(newer)
                 && (e.written.is_some() || (e.creator.is_none() && e.fields.is_empty()))
                 && e.creator.is_none_or(|(_, s)| newer(s))
+                && e.embedded.is_none_or(|s| newer(s) && e.written.is_some())
                 && (kind == EntityKind::Item || e.creator.is_none())
                 && e.fields.iter().all(|f| newer(f.stamp));
             if !consistent {

@@ -173,7 +173,9 @@ fn apply(s: &mut EntityStore, seq: u64, op: &Op) {
     let kind = EntityKind::Item;
     match op {
         Op::Upsert(id, c, f) => s.upsert(kind, EntityId(*id), c.map(EntityId), f, st(seq)),
-        Op::Delete(id) => s.delete(kind, EntityId(*id), st(seq)),
+        Op::Delete(id) => {
+            s.delete(kind, EntityId(*id), st(seq));
+        }
     }
 }
 
@@ -254,4 +256,35 @@ fn delete_frees_the_metadata() {
     let before = s.approx_bytes();
     s.delete(EntityKind::Item, EntityId(1), st(2));
     assert!(s.approx_bytes() + 2_000 <= before);
+}
+
+#[test]
+fn embeddings_are_last_writer_wins_and_deletes_keep_newer_writes() {
+    let mut s = EntityStore::new();
+    let id = EntityId(3);
+    assert!(s.embed(EntityKind::Item, id, st(5)));
+    // An older embedding (a reconciled one) loses; a newer one wins.
+    assert!(!s.embed(EntityKind::Item, id, st(4)));
+    assert!(s.embed(EntityKind::Item, id, st(6)));
+    // The other kind never binds.
+    assert!(!s.embed(EntityKind::Creator, id, st(9)));
+    assert_eq!(s.delete(EntityKind::Creator, id, st(9)), Deleted::WrongKind);
+    // A delete older than the newest write (a reconciled one) leaves the
+    // entity live and drops only what is older.
+    s.upsert(EntityKind::Item, id, None, &[kv("a", "1")], st(8));
+    assert_eq!(
+        s.delete(EntityKind::Item, id, st(7)),
+        Deleted::StillLive {
+            embedding_dropped: true
+        }
+    );
+    assert!(s.is_live(id));
+    assert_eq!(round_trip(&s), s);
+    // An embedding older than the tombstone is refused; a newer one binds.
+    assert!(!s.embed(EntityKind::Item, id, st(7)));
+    assert!(s.embed(EntityKind::Item, id, st(10)));
+    assert_eq!(round_trip(&s), s);
+    assert_eq!(s.delete(EntityKind::Item, id, st(11)), Deleted::Gone);
+    assert!(!s.is_live(id));
+    assert_eq!(round_trip(&s), s);
 }

@@ -24,7 +24,7 @@ use crate::query::Filter;
 use crate::types::{EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, Timestamp};
 use crate::wal::format::BatchMeta;
 use crate::wal::record::Record;
-use entities::{EntityStore, Stamp};
+use entities::{Deleted, EntityStore, Stamp};
 use merged::{MergedStore, Stored};
 use sessions::{EventRecord, SessionStore};
 use signals::SignalStore;
@@ -158,6 +158,38 @@ impl State {
         self.last_hlc = self.last_hlc.max(meta.hlc);
     }
 
+    /// A metadata upsert, embedding or delete, last-writer-wins by `stamp`
+    /// (its own record's, or the origin stamp of a reconciled one).
+    fn apply_register(&mut self, record: &Record, stamp: Stamp) {
+        match record {
+            Record::Upsert {
+                kind,
+                id,
+                creator,
+                fields,
+            } => self.entities.upsert(*kind, *id, *creator, fields, stamp),
+            // An embedding binds the id's kind, like metadata does.
+            Record::Embedding { kind, id, vector } if self.entities.embed(*kind, *id, stamp) => {
+                self.vectors.set(*kind, *id, vector);
+            }
+            Record::Delete { kind, id } => match self.entities.delete(*kind, *id, stamp) {
+                Deleted::WrongKind => {}
+                Deleted::Gone => {
+                    self.vectors.remove(*id);
+                    self.signals.remove_entity(*id);
+                    self.merged.remove_entity(*id);
+                }
+                Deleted::StillLive { embedding_dropped } => {
+                    if embedding_dropped {
+                        self.vectors.remove(*id);
+                    }
+                }
+            },
+            // The codec allows nothing else inside `Reconciled`.
+            _ => {}
+        }
+    }
+
     fn apply_record(&mut self, meta: &BatchMeta, seqno: SeqNo, record: &Record) {
         let node = self
             .epochs
@@ -187,23 +219,10 @@ impl State {
                 weight,
                 at,
             } => self.signals.add(*signal_type, *entity, *weight, *at),
-            Record::Upsert {
-                kind,
-                id,
-                creator,
-                fields,
-            } => self.entities.upsert(*kind, *id, *creator, fields, stamp),
-            Record::Embedding { kind, id, vector } => {
-                // An embedding binds the id's kind, like metadata does.
-                self.entities.upsert(*kind, *id, None, &[], stamp);
-                self.vectors.set(*kind, *id, vector);
+            Record::Upsert { .. } | Record::Embedding { .. } | Record::Delete { .. } => {
+                self.apply_register(record, stamp)
             }
-            Record::Delete { kind, id } => {
-                self.entities.delete(*kind, *id, stamp);
-                self.vectors.remove(*id);
-                self.signals.remove_entity(*id);
-                self.merged.remove_entity(*id);
-            }
+            Record::Reconciled { stamp, record } => self.apply_register(record, *stamp),
             Record::OpenSession { session, user, at } => self.sessions.open(*session, *user, *at),
             Record::SessionEvent {
                 session,
@@ -222,6 +241,7 @@ impl State {
                         signal_type: *signal_type,
                         weight: *weight,
                         at: *at,
+                        merged: false,
                     },
                 );
                 if *apply_signal {
@@ -232,11 +252,36 @@ impl State {
                 self.sessions.close(*session, *at, meta.hlc.physical_ms())
             }
             Record::DeleteUser { user } => self.sessions.delete_user(*user),
-            Record::IdempotencyKey { key, digest } => self.idempotency.insert(
+            Record::MergedSessionEvent {
+                session,
+                entity,
+                signal_type,
+                weight,
+                at,
+                origin,
+            } => self.sessions.merge_event(
+                *session,
+                *origin,
+                EventRecord {
+                    seq: 0,
+                    entity: *entity,
+                    signal_type: *signal_type,
+                    weight: *weight,
+                    at: *at,
+                    merged: true,
+                },
+            ),
+            Record::IdempotencyKey {
+                key,
+                digest,
+                merged,
+                ..
+            } => self.idempotency.insert(
                 key,
                 *digest,
                 Position::new(meta.epoch, seqno),
                 meta.hlc.physical_ms(),
+                *merged,
             ),
             Record::Merge {
                 signal_type,

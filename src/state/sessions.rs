@@ -23,10 +23,10 @@
 //! - Opening a session id that exists is ignored; after `delete_user` or
 //!   expiry the id is unknown again and may be opened afresh.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::codec::{DecodeError, Put, Reader};
-use crate::types::{EntityId, SessionId, Timestamp, UserId};
+use crate::types::{EntityId, Epoch, Position, SeqNo, SessionId, Timestamp, UserId};
 
 /// A session as reads return it: a copy, so readers never hold the store.
 ///
@@ -71,6 +71,8 @@ pub struct EventRecord {
     pub weight: f64,
     /// When it happened (the caller's time).
     pub at: Timestamp,
+    /// Appended by a reconciliation from a diverged suffix.
+    pub merged: bool,
 }
 
 /// Where a session stands, for validation upstream: events go only to open
@@ -96,6 +98,10 @@ struct Session {
     closed: Option<(Timestamp, u64)>,
     events: Vec<EventRecord>,
     seen: HashSet<EntityId>,
+    /// Where each merged event was first logged, with its number here:
+    /// a merged event is appended once whatever reruns or overlapping
+    /// suffixes bring it again. Empty unless a reconciliation touched it.
+    origins: BTreeMap<Position, u32>,
 }
 
 impl Session {
@@ -198,6 +204,7 @@ impl SessionStore {
                 closed: None,
                 events: Vec::new(),
                 seen: HashSet::new(),
+                origins: BTreeMap::new(),
             },
         );
         self.users.entry(user).or_default().sessions.insert(session);
@@ -223,6 +230,39 @@ impl SessionStore {
                 .negatives
                 .insert(ev.entity);
         }
+    }
+
+    /// Appends a reconciled event (numbered after the session's last, open
+    /// or closed) unless the event from `origin` is already here; its
+    /// weight counts toward the user's hard negatives like any event. An
+    /// unknown session takes nothing (reconciliation opens it first).
+    pub fn merge_event(&mut self, session: SessionId, origin: Position, mut ev: EventRecord) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if s.origins.contains_key(&origin) {
+            return;
+        }
+        ev.seq = s.events.len() as u32 + 1;
+        ev.merged = true;
+        s.origins.insert(origin, ev.seq);
+        s.events.push(ev);
+        s.seen.insert(ev.entity);
+        if ev.weight < 0.0 {
+            self.users
+                .entry(s.user)
+                .or_default()
+                .negatives
+                .insert(ev.entity);
+        }
+    }
+
+    /// Whether the event first logged at `origin` was merged into the
+    /// session.
+    pub fn has_merged(&self, session: SessionId, origin: Position) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|s| s.origins.contains_key(&origin))
     }
 
     /// Closes an open session at the caller's time `at`. `log_ms` is the
@@ -338,7 +378,6 @@ impl SessionStore {
     }
 
     /// The user's sessions, open and closed, sorted.
-    #[cfg(test)]
     pub fn sessions_of(&self, user: UserId) -> Vec<SessionId> {
         self.users
             .get(&user)
@@ -406,6 +445,12 @@ impl SessionStore {
                 out.put_f64(e.weight);
                 out.put_u64(e.at.0);
             }
+            out.put_u32(s.origins.len() as u32);
+            for (origin, seq) in &s.origins {
+                out.put_u64(origin.epoch.0);
+                out.put_u64(origin.seqno.0);
+                out.put_u32(*seq);
+            }
         }
         let mut users: Vec<(UserId, &UserEntry)> = self
             .users
@@ -456,9 +501,27 @@ impl SessionStore {
                     signal_type: r.u16()?,
                     weight: r.f64()?,
                     at: Timestamp(r.u64()?),
+                    merged: false,
                 };
                 seen.insert(e.entity);
                 events.push(e);
+            }
+            let no = r.count(8 + 8 + 4)?;
+            let mut origins = BTreeMap::new();
+            for _ in 0..no {
+                let origin = Position::new(Epoch(r.u64()?), SeqNo(r.u64()?));
+                let seq = r.u32()?;
+                let Some(e) = usize::try_from(seq)
+                    .ok()
+                    .and_then(|n| n.checked_sub(1))
+                    .and_then(|i| events.get_mut(i))
+                else {
+                    return Err(r.error(format!("merged event {seq} out of range")));
+                };
+                if e.merged || origins.insert(origin, seq).is_some() {
+                    return Err(r.error("merged event listed twice"));
+                }
+                e.merged = true;
             }
             if let Some((_, ms)) = closed {
                 closes.push((ms, id));
@@ -472,6 +535,7 @@ impl SessionStore {
                     closed,
                     events,
                     seen,
+                    origins,
                 },
             );
         }

@@ -11,6 +11,7 @@ fn ev(seq: u32, entity: u64, weight: f64) -> EventRecord {
         signal_type: 1,
         weight,
         at: Timestamp(100 + u64::from(seq)),
+        merged: false,
     }
 }
 
@@ -237,4 +238,34 @@ fn decode_of_cut_input_is_an_error() {
     for cut in 0..buf.len() {
         assert!(SessionStore::decode(&mut Reader::new(&buf[..cut])).is_err());
     }
+}
+
+#[test]
+fn merged_events_append_once_and_round_trip() {
+    use crate::types::{Epoch, Position, SeqNo};
+    let mut s = SessionStore::new();
+    s.open(SessionId(1), UserId(7), Timestamp(1));
+    s.record(SessionId(1), ev(1, 10, 1.0));
+    s.close(SessionId(1), Timestamp(2), 5);
+    let origin = |n| Position::new(Epoch(1), SeqNo(n));
+    // Appended after the last event, closed or not, each origin once.
+    s.merge_event(SessionId(1), origin(4), ev(9, 11, -1.0));
+    s.merge_event(SessionId(1), origin(5), ev(9, 12, 1.0));
+    s.merge_event(SessionId(1), origin(4), ev(9, 11, -1.0));
+    let got: Vec<(u32, u64, bool)> = s
+        .events(SessionId(1), 1, 10)
+        .iter()
+        .map(|e| (e.seq, e.entity.0, e.merged))
+        .collect();
+    assert_eq!(got, vec![(1, 10, false), (2, 11, true), (3, 12, true)]);
+    assert!(s.has_merged(SessionId(1), origin(4)));
+    assert!(!s.has_merged(SessionId(1), origin(6)));
+    assert!(s.is_hard_negative(UserId(7), EntityId(11)));
+    // Unknown sessions take nothing.
+    s.merge_event(SessionId(2), origin(7), ev(1, 13, 1.0));
+    assert!(s.events(SessionId(2), 1, 10).is_empty());
+    let back = round_trip(&s);
+    assert_eq!(back, s);
+    assert!(back.has_merged(SessionId(1), origin(5)));
+    assert!(back.events(SessionId(1), 3, 1)[0].merged);
 }

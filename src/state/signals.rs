@@ -265,7 +265,6 @@ impl SignalStore {
     }
 
     /// Number of signal types.
-    #[cfg(test)]
     pub fn type_count(&self) -> usize {
         self.types.len()
     }

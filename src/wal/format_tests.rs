@@ -1,6 +1,10 @@
 //! Tests of the batch format and record codec.
 
 use super::*;
+use crate::crdt::ContributionKey;
+use crate::state::entities::Stamp;
+use crate::types::{EntityId, EntityKind, NodeId, Position, SessionId, Timestamp, UserId};
+use crate::wal::record_codec::{TAG_IDEMPOTENCY_KEY, TAG_RECONCILED, TAG_SIGNAL, TAG_UPSERT};
 use proptest::prelude::*;
 
 const SCHEMA: Schema = Schema {
@@ -34,28 +38,9 @@ fn kind_strategy() -> impl Strategy<Value = EntityKind> {
     prop_oneof![Just(EntityKind::Item), Just(EntityKind::Creator)]
 }
 
-pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
+/// Metadata upserts, embeddings and deletes: what `Reconciled` wraps.
+fn register_strategy() -> impl Strategy<Value = Record> {
     prop_oneof![
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(e, n, h, r)| {
-            Record::EpochStart {
-                epoch: Epoch(e),
-                leader_node: NodeId(n),
-                hlc: Hlc(h),
-                replicated: r,
-            }
-        }),
-        (
-            0..SCHEMA.signal_type_count,
-            any::<u64>(),
-            finite_f64(),
-            any::<u64>()
-        )
-            .prop_map(|(t, e, w, at)| Record::Signal {
-                signal_type: t,
-                entity: EntityId(e),
-                weight: w,
-                at: Timestamp(at),
-            }),
         (
             kind_strategy(),
             any::<u64>(),
@@ -82,6 +67,83 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
             kind,
             id: EntityId(id)
         }),
+    ]
+}
+
+pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
+    prop_oneof![
+        10 => plain_record_strategy(),
+        1 => (any::<u64>(), any::<u64>(), any::<u64>(), register_strategy()).prop_map(
+            |(h, n, q, r)| Record::Reconciled {
+                stamp: Stamp {
+                    hlc: Hlc(h),
+                    node: NodeId(n),
+                    seqno: SeqNo(q),
+                },
+                record: Box::new(r),
+            }
+        ),
+        1 => (
+            any::<u64>(),
+            any::<u64>(),
+            0..SCHEMA.signal_type_count,
+            finite_f64(),
+            any::<u64>(),
+            any::<(u64, u64)>()
+        )
+            .prop_map(|(s, e, t, w, at, (oe, os))| Record::MergedSessionEvent {
+                session: SessionId(s),
+                entity: EntityId(e),
+                signal_type: t,
+                weight: w,
+                at: Timestamp(at),
+                origin: Position::new(Epoch(oe), SeqNo(os)),
+            }),
+        1 => (
+            0..SCHEMA.signal_type_count,
+            any::<(u64, u64, u64, u64)>(),
+            (0.0..1e300f64, 0.0..1e300f64),
+            any::<(u64, u64)>()
+        )
+            .prop_map(|(t, (e, ke, kn, lm), (p, n), (pc, nc))| Record::Merge {
+                signal_type: t,
+                entity: EntityId(e),
+                key: ContributionKey {
+                    epoch: Epoch(ke),
+                    node: NodeId(kn),
+                },
+                landmark_ms: lm,
+                positive_mass: p,
+                negative_mass: n,
+                positive_count: pc,
+                negative_count: nc,
+            }),
+    ]
+}
+
+fn plain_record_strategy() -> impl Strategy<Value = Record> {
+    prop_oneof![
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(e, n, h, r)| {
+            Record::EpochStart {
+                epoch: Epoch(e),
+                leader_node: NodeId(n),
+                hlc: Hlc(h),
+                replicated: r,
+            }
+        }),
+        (
+            0..SCHEMA.signal_type_count,
+            any::<u64>(),
+            finite_f64(),
+            any::<u64>()
+        )
+            .prop_map(|(t, e, w, at)| Record::Signal {
+                signal_type: t,
+                entity: EntityId(e),
+                weight: w,
+                at: Timestamp(at),
+            }),
+        register_strategy(),
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(s, u, at)| Record::OpenSession {
             session: SessionId(s),
             user: UserId(u),
@@ -112,9 +174,16 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
         any::<u64>().prop_map(|u| Record::DeleteUser { user: UserId(u) }),
         (
             proptest::collection::vec(any::<u8>(), 1..=MAX_IDEMPOTENCY_KEY_BYTES),
-            any::<[u8; 16]>()
+            any::<[u8; 16]>(),
+            any::<u32>(),
+            any::<bool>()
         )
-            .prop_map(|(key, digest)| Record::IdempotencyKey { key, digest }),
+            .prop_map(|(key, digest, span, merged)| Record::IdempotencyKey {
+                key,
+                digest,
+                span,
+                merged
+            }),
     ]
 }
 
@@ -267,6 +336,8 @@ fn idempotency_key_lengths_are_bounded() {
     let ok = Record::IdempotencyKey {
         key: vec![7; MAX_IDEMPOTENCY_KEY_BYTES],
         digest: [3; 16],
+        span: 2,
+        merged: false,
     };
     assert_eq!(decode_one(&one(&ok)).unwrap(), vec![ok]);
     for n in [0u32, MAX_IDEMPOTENCY_KEY_BYTES as u32 + 1, u32::MAX] {
@@ -281,6 +352,8 @@ fn idempotency_key_lengths_are_bounded() {
     let mut b = one(&Record::IdempotencyKey {
         key: b"k".to_vec(),
         digest: [0; 16],
+        span: 0,
+        merged: true,
     });
     b.truncate(b.len() - 1);
     assert!(decode_one(&b).is_err());
@@ -349,4 +422,39 @@ fn is_zero_finds_any_non_zero_byte() {
             b[i] = 0;
         }
     }
+}
+
+#[test]
+fn reconciled_holds_only_a_register_write() {
+    let stamp = Stamp {
+        hlc: Hlc(5),
+        node: NodeId(2),
+        seqno: SeqNo(9),
+    };
+    let signal = Record::Signal {
+        signal_type: 0,
+        entity: EntityId(1),
+        weight: 1.0,
+        at: Timestamp(1),
+    };
+    // A signal (or a nested Reconciled) inside is refused at the inner tag.
+    let mut b = vec![TAG_RECONCILED];
+    b.extend_from_slice(&[0; 24]);
+    let inner_at = b.len();
+    encode_record(&signal, &mut b);
+    assert_eq!(b[inner_at], TAG_SIGNAL);
+    assert_eq!(decode_one(&b).unwrap_err().offset, inner_at);
+    let nested = Record::Reconciled {
+        stamp,
+        record: Box::new(Record::Delete {
+            kind: EntityKind::Item,
+            id: EntityId(3),
+        }),
+    };
+    let mut b = vec![TAG_RECONCILED];
+    b.extend_from_slice(&[0; 24]);
+    encode_record(&nested, &mut b);
+    assert_eq!(decode_one(&b).unwrap_err().offset, 25);
+    // A delete inside decodes with its stamp.
+    assert_eq!(decode_one(&one(&nested)).unwrap(), vec![nested]);
 }

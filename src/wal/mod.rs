@@ -5,5 +5,6 @@ pub mod format;
 pub mod log;
 pub(crate) mod reader;
 pub mod record;
+mod record_codec;
 mod recovery;
 pub mod segment;

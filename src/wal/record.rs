@@ -6,7 +6,8 @@
 
 use crate::crdt::ContributionKey;
 use crate::crdt::hlc::Hlc;
-use crate::types::{EntityId, EntityKind, Epoch, NodeId, SessionId, Timestamp, UserId};
+use crate::state::entities::Stamp;
+use crate::types::{EntityId, EntityKind, Epoch, NodeId, Position, SessionId, Timestamp, UserId};
 
 /// One logged operation.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,6 +112,39 @@ pub enum Record {
         key: Vec<u8>,
         /// Truncated SHA-256 of the request's encoded operations.
         digest: [u8; 16],
+        /// How many records right before this one are the request's, so
+        /// reconciliation can tell a request apart in a diverged suffix.
+        span: u32,
+        /// Logged by a reconciliation for a request of a diverged suffix
+        /// (whose records were merged), not by a client's request.
+        merged: bool,
+    },
+    /// A metadata upsert, embedding or delete of a diverged suffix, logged
+    /// by reconciliation with the stamp it had in its own lineage: applying
+    /// it is last-writer-wins by that stamp against what this lineage
+    /// wrote, so the same record merged twice changes nothing.
+    Reconciled {
+        /// The record's stamp in the lineage that first logged it.
+        stamp: Stamp,
+        /// An `Upsert`, `Embedding` or `Delete` (the codec refuses others).
+        record: Box<Record>,
+    },
+    /// A session event of a diverged suffix, appended by reconciliation
+    /// after the session's last event (numbered when applied) and marked
+    /// merged; `origin` makes applying it twice a no-op.
+    MergedSessionEvent {
+        /// The session.
+        session: SessionId,
+        /// The entity the event is about.
+        entity: EntityId,
+        /// Signal type id.
+        signal_type: u16,
+        /// Finite weight; negative makes the entity a hard negative of the user.
+        weight: f64,
+        /// Event time.
+        at: Timestamp,
+        /// Where the event was logged in its own lineage.
+        origin: Position,
     },
     /// A reconciliation's contribution of a diverged suffix to one entity's
     /// score and count of one type (a `CrdtSignalState` contribution):
