@@ -123,6 +123,11 @@
 //!   is kept twice (left-right), the writer applies each batch to the copy
 //!   readers are not using and then publishes it. The price is twice the
 //!   state memory and two applies per batch; it is measured in the benches.
+//!   Each read method is one view; [`TidalDb::read_view`] runs a closure
+//!   on one published state, so a top-k and the point reads of what it
+//!   returned agree ([`ReadView::position`] says where). A closure, not a
+//!   guard: holding a view delays the writer's second apply of a batch
+//!   (and so the next batch), and a closure cannot be kept or leaked.
 //! - **Sessions** are numbered in the sequencer, so two racing writers can
 //!   never open the same session or give two events one number. Retention
 //!   of closed sessions is counted in log time (the batch HLC), so every
@@ -197,8 +202,8 @@ pub use crdt::{
 };
 pub use db::core::RecoveryReport;
 pub use db::{
-    AnyDb, ClockSkew, DivergedSuffix, ExportReport, FollowerInfo, ReconcileReport, SessionEvent,
-    Status, TidalDb, WriteBatch,
+    AnyDb, ClockSkew, DivergedSuffix, ExportReport, FollowerInfo, ReadView, ReconcileReport,
+    SessionEvent, Status, TidalDb, WriteBatch,
 };
 pub use error::{Result, TidalError};
 pub use query::{Filter, Retrieve, Scored, Search};

@@ -21,6 +21,7 @@ mod idem;
 mod maintenance;
 mod metrics;
 mod read;
+mod read_view;
 pub(crate) mod sequencer;
 pub(crate) mod validate;
 pub(crate) mod view;
@@ -32,6 +33,7 @@ pub use self::core::repl::DivergedSuffix;
 pub use any::AnyDb;
 pub use batch::WriteBatch;
 pub use read::{ClockSkew, SessionEvent, Status};
+pub use read_view::ReadView;
 
 use self::core::Core;
 
