@@ -135,6 +135,13 @@
 //!   sessions until `delete_user`.
 //! - **Backups** are a snapshot plus `META` (no log): opening one gives the
 //!   state at the returned Position, and writes continue from there.
+//!   A backup's `META` names the node it was taken from, so another node
+//!   cannot open it in place (`ConfigMismatch` on `node_id`, the check that
+//!   keeps a node off another node's directory). Seeding a follower is an
+//!   explicit step, [`restore_backup`]: it copies the snapshot into the
+//!   new node's empty directory and writes `META` with the new node id,
+//!   once the rest of the identity matches. The follower then says hello
+//!   with the backup's Position and receives only what follows it.
 //! - **`RecoveryMode::PointInTime`** renames the segments after the damage
 //!   to `*.damaged` rather than deleting them: evidence is kept.
 //! - **Followers behind the retained log** get the leader's newest snapshot
@@ -203,7 +210,7 @@ pub use crdt::{
 pub use db::core::RecoveryReport;
 pub use db::{
     AnyDb, ClockSkew, DivergedSuffix, ExportReport, FollowerInfo, ReadView, ReconcileReport,
-    SessionEvent, Status, TidalDb, WriteBatch,
+    SessionEvent, Status, TidalDb, WriteBatch, restore_backup,
 };
 pub use error::{Result, TidalError};
 pub use query::{Filter, Retrieve, Scored, Search};
