@@ -582,7 +582,18 @@ fn sweep(p: &Pristine, files: &[&(PathBuf, Vec<u8>)]) -> Tally {
     t
 }
 
-fn assert_clean(what: &str, t: &Tally) {
+fn assert_clean(what: &str, p: &Pristine, t: &Tally) {
+    eprintln!(
+        "{what}: snapshots at {:?}; segments (first SeqNo, batches, end, file bytes) {:?}",
+        p.snap_seqnos,
+        p.segments
+            .iter()
+            .map(|s| {
+                let len = p.files.iter().find(|f| f.0 == s.path).unwrap().1.len();
+                (s.first_seqno, s.batches.len(), s.end, len)
+            })
+            .collect::<Vec<_>>()
+    );
     eprintln!(
         "{what}: {} cases, expected outcomes {:?}",
         t.cases, t.by_class
@@ -616,7 +627,7 @@ fn every_file_flipped_and_truncated_reopens_to_an_allowed_outcome() {
         .collect();
     assert_eq!(swept.len(), 3 + 2 + 1, "{:?}", p.files);
     let t = sweep(&p, &swept);
-    assert_clean("all files", &t);
+    assert_clean("all files", &p, &t);
     for class in [
         "prefix (torn tail)",
         "corruption",
@@ -643,5 +654,5 @@ fn every_bit_of_a_last_segment_straddling_the_snapshot_reopens_to_an_allowed_out
         .filter(|(path, _)| *path == last.path)
         .collect();
     let t = sweep(&p, &swept);
-    assert_clean("last segment", &t);
+    assert_clean("last segment", &p, &t);
 }
