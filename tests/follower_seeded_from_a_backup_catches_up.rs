@@ -25,7 +25,11 @@ fn batch(i: u64, now: Timestamp) -> WriteBatch {
     let mut b = WriteBatch::new();
     for j in 0..5 {
         let e = EntityId((i * 11 + j * 7) % ENTITIES);
-        let ty = if (i + j).is_multiple_of(3) { "view" } else { "like" };
+        let ty = if (i + j).is_multiple_of(3) {
+            "view"
+        } else {
+            "like"
+        };
         let w = if (i + j) % 7 == 3 {
             -1.0
         } else {
