@@ -123,6 +123,11 @@
 //!   is kept twice (left-right), the writer applies each batch to the copy
 //!   readers are not using and then publishes it. The price is twice the
 //!   state memory and two applies per batch; it is measured in the benches.
+//!   Each read method is one view; [`TidalDb::read_view`] runs a closure
+//!   on one published state, so a top-k and the point reads of what it
+//!   returned agree ([`ReadView::position`] says where). A closure, not a
+//!   guard: holding a view delays the writer's second apply of a batch
+//!   (and so the next batch), and a closure cannot be kept or leaked.
 //! - **Sessions** are numbered in the sequencer, so two racing writers can
 //!   never open the same session or give two events one number. Retention
 //!   of closed sessions is counted in log time (the batch HLC), so every
@@ -130,6 +135,13 @@
 //!   sessions until `delete_user`.
 //! - **Backups** are a snapshot plus `META` (no log): opening one gives the
 //!   state at the returned Position, and writes continue from there.
+//!   A backup's `META` names the node it was taken from, so another node
+//!   cannot open it in place (`ConfigMismatch` on `node_id`, the check that
+//!   keeps a node off another node's directory). Seeding a follower is an
+//!   explicit step, [`restore_backup`]: it copies the snapshot into the
+//!   new node's empty directory and writes `META` with the new node id,
+//!   once the rest of the identity matches. The follower then says hello
+//!   with the backup's Position and receives only what follows it.
 //! - **`RecoveryMode::PointInTime`** renames the segments after the damage
 //!   to `*.damaged` rather than deleting them: evidence is kept.
 //! - **Followers behind the retained log** get the leader's newest snapshot
@@ -206,8 +218,8 @@ pub use crdt::{
 };
 pub use db::core::RecoveryReport;
 pub use db::{
-    AnyDb, ClockSkew, DivergedSuffix, ExportReport, FollowerInfo, ReconcileConflict,
-    ReconcileReport, SessionEvent, Status, TidalDb, WriteBatch,
+    AnyDb, ClockSkew, DivergedSuffix, ExportReport, FollowerInfo, ReadView, ReconcileConflict,
+    ReconcileReport, SessionEvent, Status, TidalDb, WriteBatch, restore_backup,
 };
 pub use error::{Result, TidalError};
 pub use query::{Filter, Retrieve, Scored, Search};

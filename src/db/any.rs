@@ -286,6 +286,10 @@ impl AnyDb {
     pub fn session_events(&self, session: SessionId, from: u32, limit: usize) -> Vec<SessionEvent> {
         self.core().session_events(session, from, limit)
     }
+    /// See [`TidalDb::read_view`].
+    pub fn read_view<T>(&self, f: impl FnOnce(&crate::db::ReadView<'_>) -> T) -> T {
+        self.core().read_view(f)
+    }
     /// See [`TidalDb::last_position`].
     pub fn last_position(&self) -> Position {
         self.core().last_position()

@@ -21,6 +21,8 @@ mod idem;
 mod maintenance;
 mod metrics;
 mod read;
+mod read_view;
+mod restore;
 pub(crate) mod sequencer;
 pub(crate) mod validate;
 pub(crate) mod view;
@@ -32,6 +34,8 @@ pub use self::core::repl::DivergedSuffix;
 pub use any::AnyDb;
 pub use batch::WriteBatch;
 pub use read::{ClockSkew, SessionEvent, Status};
+pub use read_view::ReadView;
+pub use restore::restore_backup;
 
 use self::core::Core;
 
@@ -289,7 +293,9 @@ impl<R: Role> TidalDb<R> {
 
     /// Writes a consistent copy of the database into `dir` (missing or
     /// empty) while writes go on; opening it gives the state at the
-    /// returned Position.
+    /// returned Position. To seed another node (a follower) from it, use
+    /// [`restore_backup`] into that node's data
+    /// directory: the backup's `META` names this node.
     pub fn backup(&self, dir: impl AsRef<Path>) -> Result<Position> {
         self.core.backup(dir.as_ref())
     }

@@ -1,5 +1,7 @@
 //! Reads: every role. Reads never wait for a batch being applied and see
-//! whole batches only.
+//! whole batches only. Each read is one view of the state; the reads
+//! themselves live on [`ReadView`](crate::db::ReadView), which
+//! `TidalDb::read_view` offers for several reads of one state.
 
 use std::sync::atomic::Ordering;
 
@@ -9,14 +11,12 @@ use crate::db::core::export::ExportReport;
 use crate::db::core::reconcile::ReconcileReport;
 use crate::db::core::repl::DivergedSuffix;
 use crate::db::core::{Core, RecoveryReport};
-use crate::error::{Result, TidalError};
-use crate::query::{Filter, Retrieve, Scored, Search};
+use crate::error::Result;
+use crate::query::{Retrieve, Scored, Search};
 use crate::role::Role;
 use crate::state::entities::{Creator, Item};
 use crate::state::sessions::SessionInfo;
-use crate::types::{
-    EntityId, EntityKind, Epoch, NodeId, Position, SeqNo, SessionId, ShardId, Timestamp,
-};
+use crate::types::{EntityId, Epoch, NodeId, Position, SeqNo, SessionId, ShardId, Timestamp};
 
 /// One event of a session, as `session_events` returns it.
 ///
@@ -139,67 +139,12 @@ pub struct ClockSkew {
 }
 
 impl Core {
-    fn type_id(&self, signal_type: &str) -> Result<u16> {
-        self.prepare.signal_type(signal_type)
-    }
-
-    fn check_k(&self, k: usize) -> Result<()> {
-        let limit = self.config().limits.max_results;
-        if k > limit {
-            return Err(TidalError::TooLong {
-                field: "k",
-                len: k,
-                limit,
-            });
-        }
-        Ok(())
-    }
-
-    fn check_filter(&self, filter: &Filter) -> Result<()> {
-        let limit = self.config().limits.max_metadata_fields;
-        if filter.metadata.len() > limit {
-            return Err(TidalError::TooLong {
-                field: "filter.metadata",
-                len: filter.metadata.len(),
-                limit,
-            });
-        }
-        Ok(())
-    }
-
     pub(crate) fn retrieve(&self, q: &Retrieve) -> Result<Vec<Scored>> {
-        self.check_k(q.k)?;
-        self.check_filter(&q.filter)?;
-        if q.blend.is_empty() {
-            return Err(TidalError::Empty { field: "blend" });
-        }
-        let mut blend = Vec::with_capacity(q.blend.len());
-        for (name, w) in &q.blend {
-            if !w.is_finite() {
-                return Err(TidalError::NonFinite {
-                    field: "blend weight",
-                    value: *w,
-                });
-            }
-            blend.push((self.type_id(name)?, *w));
-        }
-        let hits = self.view.read(|s| s.retrieve(&blend, q.at, q.k, &q.filter));
-        Ok(hits
-            .into_iter()
-            .map(|(id, score)| Scored { id, score })
-            .collect())
+        self.read_view(|v| v.retrieve(q))
     }
 
     pub(crate) fn search(&self, q: &Search) -> Result<Vec<Scored>> {
-        self.check_k(q.k)?;
-        self.check_filter(&q.filter)?;
-        let unit = self.prepare.unit_vector("query", &q.vector)?;
-        let kind = q.filter.kind.unwrap_or(EntityKind::Item);
-        let hits = self.view.read(|s| s.search(kind, &unit, q.k, &q.filter));
-        Ok(hits
-            .into_iter()
-            .map(|(id, score)| Scored { id, score })
-            .collect())
+        self.read_view(|v| v.search(q))
     }
 
     pub(crate) fn status(&self, role: NodeRole) -> Status {
@@ -262,25 +207,23 @@ impl Core {
         signal_type: &str,
         at: Timestamp,
     ) -> Result<f64> {
-        let t = self.type_id(signal_type)?;
-        Ok(self.view.read(|s| s.signals.score(t, entity, at)))
+        self.read_view(|v| v.read_decay_score(entity, signal_type, at))
     }
 
     pub(crate) fn read_count(&self, entity: EntityId, signal_type: &str) -> Result<i64> {
-        let t = self.type_id(signal_type)?;
-        Ok(self.view.read(|s| s.signals.count(t, entity)))
+        self.read_view(|v| v.read_count(entity, signal_type))
     }
 
     pub(crate) fn get_item(&self, id: EntityId) -> Option<Item> {
-        self.view.read(|s| s.entities.item(id))
+        self.read_view(|v| v.get_item(id))
     }
 
     pub(crate) fn get_creator(&self, id: EntityId) -> Option<Creator> {
-        self.view.read(|s| s.entities.creator(id))
+        self.read_view(|v| v.get_creator(id))
     }
 
     pub(crate) fn session(&self, session: SessionId) -> Option<SessionInfo> {
-        self.view.read(|s| s.sessions.info(session))
+        self.read_view(|v| v.session(session))
     }
 
     pub(crate) fn session_events(
@@ -289,28 +232,11 @@ impl Core {
         from: u32,
         limit: usize,
     ) -> Vec<SessionEvent> {
-        let names = &self.config().signal_types;
-        self.view.read(|s| {
-            s.sessions
-                .events(session, from, limit)
-                .into_iter()
-                .map(|e| SessionEvent {
-                    seq: e.seq,
-                    entity: e.entity,
-                    signal_type: names
-                        .get(usize::from(e.signal_type))
-                        .map(|t| t.name.clone())
-                        .unwrap_or_default(),
-                    weight: e.weight,
-                    at: e.at,
-                    merged: e.merged,
-                })
-                .collect()
-        })
+        self.read_view(|v| v.session_events(session, from, limit))
     }
 
     pub(crate) fn last_position(&self) -> Position {
-        self.view.read(|s| s.applied())
+        self.read_view(|v| v.position())
     }
 }
 

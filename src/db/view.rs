@@ -12,6 +12,12 @@
 //! on an apply; the writer pays by applying each batch twice and the state
 //! takes twice the memory. That cost is measured in the benches and is the
 //! first candidate for the performance work.
+//!
+//! A read holds its copy only for its closure. `TidalDb::read_view` runs a
+//! caller's closure of several reads the same way: the writer's second
+//! apply (and so the next batch) waits while such a closure still holds
+//! the copy it just replaced, which is why that API is a closure and its
+//! docs ask for short ones.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock, TryLockError};

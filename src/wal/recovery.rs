@@ -85,6 +85,9 @@ struct ScanState<'a> {
     seg_next: SeqNo,
     /// Whether the segment being scanned holds a good batch.
     seg_has_batches: bool,
+    /// The previous segment and the clean end of its batches: a gap
+    /// before the next segment is reported there, where the log breaks.
+    prev_end: Option<(PathBuf, u64)>,
 }
 
 /// Scans every segment of `dir` in SeqNo order, replaying, cutting or
@@ -112,6 +115,7 @@ pub(super) fn recover(
         report: LogRecoveryReport::default(),
         seg_next: SeqNo(0),
         seg_has_batches: false,
+        prev_end: None,
     };
     let mut buf = Vec::new();
     let mut segments = Vec::with_capacity(names.len());
@@ -171,6 +175,7 @@ pub(super) fn recover(
                 offset.max(SEGMENT_HEADER_LEN as u64)
             }
         };
+        st.prev_end = Some((path.clone(), end));
         segments.push(SegmentInfo {
             path: path.clone(),
             first_seqno: *first,
@@ -232,14 +237,21 @@ impl ScanState<'_> {
             Ok(_) => {}
         }
         if first > self.expected {
-            return Err(TidalError::corruption(
-                path,
-                0,
-                format!(
-                    "gap in the log: segment starts at SeqNo {first}, the log continues at {}",
-                    self.expected
+            let gap = format!(
+                "gap in the log: segment {} starts at SeqNo {first}, the log continues at {}",
+                path.display(),
+                self.expected
+            );
+            // The previous segment was cut short (or one after it is
+            // missing): name the file and offset where the log breaks.
+            return Err(match &self.prev_end {
+                Some((prev, end)) => TidalError::corruption(
+                    prev,
+                    *end,
+                    format!("{gap}: this segment ends early at offset {end}"),
                 ),
-            ));
+                None => TidalError::corruption(path, 0, gap),
+            });
         }
         let mut o = SEGMENT_HEADER_LEN;
         loop {
