@@ -26,4 +26,6 @@ pub mod transport;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
+mod sim_cut_tests;
+#[cfg(test)]
 mod sim_tests;
