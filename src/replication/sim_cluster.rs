@@ -476,7 +476,8 @@ impl Cluster {
         entry
     }
 
-    /// Marks node `i`'s log synced, registering what its own epoch logged.
+    /// Marks node `i`'s log synced, registering what its own epoch logged;
+    /// suffixes whose merge records are now durable are marked merged.
     pub(super) fn mark_synced(&mut self, i: usize) {
         let node = &self.nodes[i];
         let fresh: Vec<(Epoch, SeqNo, u64)> = node.log[node.synced..]
@@ -484,6 +485,13 @@ impl Cluster {
             .map(|e| (e.meta.epoch, e.meta.first_seqno, e.hash))
             .collect();
         self.nodes[i].synced = self.nodes[i].log.len();
+        let end = last_of(&self.nodes[i].log).seqno;
+        for s in &mut self.nodes[i].diverged {
+            if s.merging.is_some_and(|m| m <= end) {
+                s.merged = true;
+                s.merging = None;
+            }
+        }
         for (epoch, first, hash) in fresh {
             if let Some(old) = self.registry.insert((epoch, first), hash)
                 && old != hash

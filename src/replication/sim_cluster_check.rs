@@ -8,7 +8,7 @@ use super::sim_cluster_events::Event;
 use crate::types::SeqNo;
 
 /// Steps of one seeded run before the final heal.
-pub(super) const STEPS: usize = 1_500;
+pub(super) const STEPS: usize = 4_000;
 /// Rounds the final phase may take to settle.
 const SETTLE_ROUNDS: usize = 400;
 
@@ -187,8 +187,23 @@ impl Cluster {
             let lens: Vec<String> = (0..NODES)
                 .map(|i| format!("{}", last_of(&self.nodes[i].log)))
                 .collect();
+            let leader = &self.nodes[n];
+            let hwm = match &leader.role {
+                Role::Leader(l) => l.hwm,
+                _ => SeqNo(0),
+            };
+            let chains: Vec<bool> = (0..NODES)
+                .map(|i| {
+                    self.nodes[i].log.last().map(|e| e.chain) == leader.log.last().map(|e| e.chain)
+                })
+                .collect();
             return self.fail(format!(
-                "the healed cluster did not converge on leader {n}: logs end at {lens:?}"
+                "the healed cluster did not converge on leader {n}: logs end at {lens:?}, same chains {chains:?}, HWM {hwm}, {} in flight, {} of {} suffixes merged, {} of {} synced",
+                self.wire.len(),
+                leader.diverged.iter().filter(|s| s.merged).count(),
+                leader.diverged.len(),
+                leader.synced,
+                leader.log.len()
             ));
         }
         self.converged(n);

@@ -133,9 +133,9 @@ impl Cluster {
         }
     }
 
-    /// Leader `i` syncs its log: what was written is durable, the shipper
-    /// streams it (the durable hook), waiting writes may return, merges
-    /// now durable mark their suffixes merged.
+    /// Leader `i` syncs its log: what was written is durable (merges now
+    /// durable mark their suffixes merged), the shipper streams it (the
+    /// durable hook), waiting writes may return.
     pub(super) fn sync(&mut self, i: usize) {
         let node = &self.nodes[i];
         if !node.up || node.synced == node.log.len() {
@@ -149,12 +149,6 @@ impl Cluster {
             self.ship_outputs(i, outs);
         }
         self.settle(i);
-        for s in &mut self.nodes[i].diverged {
-            if s.merging.is_some_and(|m| m <= last.seqno) {
-                s.merged = true;
-                s.merging = None;
-            }
-        }
     }
 
     /// Node `i` crashes: the unsynced tail, the connections, the shipper or
