@@ -51,6 +51,25 @@
 //!   no id held twice, every `Replicated` write and every suffix the
 //!   leader received merged into the state.
 //!
+//! # Modelling choices
+//!
+//! - The coordinator promotes only with a live majority and only the most
+//!   advanced node of it (by last synced position), as `status()` lets a
+//!   real one; every node of that majority persists the new epoch (an old
+//!   leader among them is demoted: its waiting writes fail). Half the
+//!   time it points a follower at a stale leader instead.
+//! - A `Fenced` output refuses new writes; writes already waiting keep
+//!   waiting for the HWM, as in the real core.
+//! - Drop, duplicate and delay act on single messages (a TCP transport
+//!   would break the connection instead): harsher than the real transport.
+//! - A follower's cut suffix reaches the leader only through the one
+//!   `DivergedSuffix` the receiver sends after the cut, as in the real
+//!   node. When that message is lost the suffix stays in the follower's
+//!   `diverged/` ([`Stats::stranded_ids`]); writes acknowledged under
+//!   `Sync` that were only there are missing from the final state
+//!   ([`Stats::sync_acked_lost`], counted, not failed: the contract only
+//!   promises `Replicated` writes).
+//!
 //! # Replaying
 //!
 //! Every event and delivered message goes into a trace hash (FNV-1a, no

@@ -27,7 +27,10 @@ fn run_all(test: &str, seeds: std::ops::Range<u64>) -> (Stats, u64) {
     let mut runs = 0;
     for seed in seeds {
         match run(seed, None) {
-            Ok(Outcome { stats, .. }) => {
+            Ok(Outcome { stats, trace }) => {
+                if std::env::var("TIDAL_SIM_SEED").is_ok() {
+                    println!("seed {seed}: trace {trace:016x}, {stats:?}");
+                }
                 add(&mut total, &stats);
                 runs += 1;
             }
