@@ -26,4 +26,16 @@ pub mod transport;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
+mod sim_cluster;
+#[cfg(test)]
+mod sim_cluster_check;
+#[cfg(test)]
+mod sim_cluster_events;
+#[cfg(test)]
+mod sim_cluster_io;
+#[cfg(test)]
+mod sim_cluster_tests;
+#[cfg(test)]
+mod sim_cut_tests;
+#[cfg(test)]
 mod sim_tests;

@@ -18,9 +18,11 @@
 //! - `E == fe` and `p == fs`: the histories agree ([`leader_divergence`]
 //!   returns `None`), streaming starts at `fs + 1`.
 //! - otherwise the answer is `Some((E, p))`. The follower cuts its log to
-//!   end at `min(p, s - 1)` where `s` is the start of its first epoch above
-//!   `E` ([`follower_cut`]): an epoch the leader never led holds nothing the
-//!   leader has. It hands the cut records back and says hello again.
+//!   end at `s - 1` where `s` is the start of its first epoch above `E`
+//!   (an epoch the leader never led holds nothing the leader has), and at
+//!   `p` too if its own history holds `E` ([`follower_cut`]; without `E`,
+//!   `p` may fall inside one of its batches of an older epoch). It hands
+//!   the cut records back and says hello again.
 //!
 //! Each round strictly shortens the follower's log, so the rounds end; the
 //! shipper still caps them ([`MAX_HANDSHAKE_ROUNDS`]) against a peer that
@@ -89,8 +91,21 @@ pub fn leader_divergence(
 
 /// The follower's side: the SeqNo its log must end at after the leader
 /// answered `point`, given its own `history` and last SeqNo `last`.
+///
+/// The follower always cuts every epoch above `point.epoch` (the leader
+/// never led them). It cuts at `point.seqno` only if its own history holds
+/// `point.epoch`: then both logs hold that epoch's batches as its leader
+/// logged them, and the leader's end of it is a batch boundary here too.
+/// Otherwise the SeqNo falls among records of an older epoch this node
+/// kept past the leader's end of it, possibly inside one of its batches
+/// (which the log cannot cut); cutting only the newer epochs still
+/// shortens the log, and the next round names a point in an epoch both
+/// hold.
 pub fn follower_cut(history: &[(Epoch, SeqNo)], last: SeqNo, point: Position) -> SeqNo {
-    let mut cut = point.seqno.min(last);
+    let mut cut = last;
+    if history.iter().any(|(epoch, _)| *epoch == point.epoch) {
+        cut = cut.min(point.seqno);
+    }
     if let Some((_, start)) = history.iter().find(|(epoch, _)| *epoch > point.epoch) {
         cut = cut.min(SeqNo(start.0.saturating_sub(1)));
     }
@@ -197,6 +212,29 @@ mod tests {
         assert_eq!(answer, Some(p(1, 7)));
         assert_eq!(follower_cut(&follower[..1], SeqNo(9), p(1, 7)), SeqNo(7));
         assert_eq!(leader_divergence(&leader, SeqNo(25), p(1, 7)), None);
+    }
+
+    #[test]
+    fn a_cut_never_lands_among_records_of_an_epoch_the_follower_kept_longer() {
+        // Found by the cluster simulator (seed 31): the follower kept
+        // epoch 6 up to 124 and then led epoch 8; the leader ended epoch 6
+        // at 80 and led 7 (81..102) and 9. The answer (7, 102) names a
+        // SeqNo inside the follower's own epoch-6 batches: cutting there
+        // is refused by the log, and the handshake repeated it forever.
+        let leader = h(&[(6, 37), (7, 81), (9, 103)]);
+        let follower = h(&[(6, 37), (8, 125)]);
+        let answer = leader_divergence(&leader, SeqNo(103), p(8, 129));
+        assert_eq!(answer, Some(p(7, 102)));
+        // Only epoch 8 goes: its start is a batch boundary.
+        assert_eq!(follower_cut(&follower, SeqNo(129), p(7, 102)), SeqNo(124));
+        // The next round names a point in epoch 6, which both hold.
+        let answer = leader_divergence(&leader, SeqNo(103), p(6, 124));
+        assert_eq!(answer, Some(p(6, 80)));
+        assert_eq!(
+            follower_cut(&follower[..1], SeqNo(124), p(6, 80)),
+            SeqNo(80)
+        );
+        assert_eq!(leader_divergence(&leader, SeqNo(103), p(6, 80)), None);
     }
 
     #[test]

@@ -52,6 +52,20 @@ pub struct ShipperConfig {
     pub hlc_floor: Hlc,
 }
 
+/// A known bug the deterministic cluster simulator (`sim_cluster`) plants
+/// to prove its invariants catch it. Test builds only: the field and the
+/// checks that read it do not exist in a normal build.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShipperMutant {
+    /// Answer every hello as if the histories agreed: no divergence cut.
+    NoDivergenceCut,
+    /// Count acks without the staleness checks: any phase, no match against
+    /// the history and the handshake, and every connection of a node as a
+    /// replica of its own (an older connection still open counts again).
+    CountStaleAcks,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Waiting for a hello (first, or after a cut or a snapshot).
@@ -104,6 +118,8 @@ pub struct Shipper {
     commits: VecDeque<(SeqNo, u64)>,
     clock: MessageClock,
     now_ms: u64,
+    #[cfg(test)]
+    mutant: Option<ShipperMutant>,
 }
 
 impl Shipper {
@@ -132,7 +148,15 @@ impl Shipper {
             commits: VecDeque::new(),
             clock: MessageClock::new(config.hlc_floor),
             now_ms: 0,
+            #[cfg(test)]
+            mutant: None,
         }
+    }
+
+    /// Plants (or removes) a known bug, for the simulator's mutant tests.
+    #[cfg(test)]
+    pub(crate) fn set_mutant(&mut self, mutant: Option<ShipperMutant>) {
+        self.mutant = mutant;
     }
 
     /// The high-water mark: never goes back.
@@ -431,6 +455,11 @@ impl Shipper {
             return;
         }
         let divergence = leader_divergence(&self.history, self.durable.seqno, last);
+        #[cfg(test)]
+        let divergence = match self.mutant {
+            Some(ShipperMutant::NoDivergenceCut) => None,
+            _ => divergence,
+        };
         let hlc = self.clock.stamp(self.now_ms);
         let welcome = Message::Welcome {
             leader_epoch: self.epoch,
@@ -496,11 +525,15 @@ impl Shipper {
         let Some(peer) = self.peers.get(&f) else {
             return;
         };
-        if peer.phase != Phase::Streaming {
+        #[cfg(test)]
+        let stale_ok = self.mutant == Some(ShipperMutant::CountStaleAcks);
+        #[cfg(not(test))]
+        let stale_ok = false;
+        if peer.phase != Phase::Streaming && !stale_ok {
             return;
         }
-        let durable_ok = self.matches(peer, durable);
-        let applied_ok = self.matches(peer, applied);
+        let durable_ok = stale_ok || self.matches(peer, durable);
+        let applied_ok = stale_ok || self.matches(peer, applied);
         if let Some(peer) = self.peers.get_mut(&f) {
             if durable_ok && durable.seqno > peer.durable.seqno {
                 peer.durable = durable;
@@ -531,7 +564,17 @@ impl Shipper {
                     *e = (*e).max(peer.durable.seqno);
                 }
             }
+            #[allow(unused_mut)]
             let mut held: Vec<SeqNo> = per_node.into_values().collect();
+            #[cfg(test)]
+            if self.mutant == Some(ShipperMutant::CountStaleAcks) {
+                held = self
+                    .peers
+                    .values()
+                    .filter(|p| p.node.is_some_and(|n| n != self.node))
+                    .map(|p| p.durable.seqno)
+                    .collect();
+            }
             held.sort_unstable_by(|a, b| b.cmp(a));
             match held.get(self.acks - 1) {
                 Some(s) => (*s).min(self.durable.seqno),
