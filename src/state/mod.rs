@@ -11,6 +11,7 @@ use std::sync::Arc;
 pub(crate) mod decay;
 pub mod entities;
 pub(crate) mod merged;
+mod score_bitmap;
 mod score_table;
 pub mod sessions;
 pub mod signals;

@@ -345,12 +345,12 @@ impl SignalStore {
             out.put_u64(t.half_life_ms);
             out.put_u64(t.landmark_ms);
             out.put_u32(t.table.len() as u32);
-            for (s, id) in t.table.iter() {
-                let count = t.table.get(id).map_or(0, |(_, count)| count);
+            out.reserve(t.table.len() * ENTRY_BYTES);
+            t.table.for_each_ordered(|s, id, count| {
                 out.put_u64(id.0);
                 out.put_f64(s);
                 out.put_u64(count as u64);
-            }
+            });
         }
     }
 
