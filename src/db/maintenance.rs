@@ -2,9 +2,7 @@
 //!
 //! A snapshot is taken from a clone of the published state copy, so writers
 //! wait only while the clone is made (the writer needs that copy for its
-//! second apply); encoding and I/O happen off the commit path. The clone
-//! shares the big tables' chunks copy-on-write, so it is cheap, and exactly
-//! the state at one Position (`state/chunked.rs`).
+//! second apply); encoding and I/O happen off the commit path.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -47,13 +45,8 @@ impl Core {
 
     /// A consistent copy of the state and the sections of its snapshot.
     fn snapshot_of_state(&self) -> Result<(SnapshotHeader, Vec<Section>)> {
-        // Cloning holds a read lock on one copy, and the committer waits for
-        // it when it next needs that copy. The big tables are chunked
-        // copy-on-write (`state/chunked.rs`), so the clone copies chunk
-        // pointers (about a millisecond at 1M entities x 3 types, against
-        // 91-209 ms for the old full copy); the committer then copies each
-        // chunk it first writes while this copy lives, so it is dropped as
-        // soon as it is encoded, before any I/O.
+        // Cloning holds a read lock on one copy: the writer waits for it
+        // only when it next needs that copy, for the time of the clone.
         let state = self.view.read(|s| s.clone());
         // The snapshot must never be ahead of the durable log.
         self.flush()?;
@@ -69,8 +62,6 @@ impl Core {
             .into_iter()
             .map(|(id, version, bytes)| Section { id, version, bytes })
             .collect();
-        // Shared chunks cost the committer a copy on its next write to them.
-        drop(state);
         Ok((header, sections))
     }
 

@@ -12,10 +12,6 @@
 //! on an apply; the writer pays by applying each batch twice and the state
 //! takes twice the memory. That cost is measured in the benches and is the
 //! first candidate for the performance work.
-//!
-//! The two copies share no memory (see [`View::new`]); a checkpoint's clone
-//! of one copy shares that copy's chunks copy-on-write (`state/chunked.rs`),
-//! so holding a read lock for it costs the committer about a millisecond.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock, TryLockError};
@@ -30,12 +26,9 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// A view publishing `state`. The second copy shares no chunk with the
-    /// first: shared chunks would make the committer copy each chunk on its
-    /// first write after an open (measured: write latency several times
-    /// higher for seconds after a reopen at 1M x 3).
+    /// A view publishing `state`.
     pub(crate) fn new(state: State) -> View {
-        let other = state.unshared();
+        let other = state.clone();
         View {
             copies: [RwLock::new(state), RwLock::new(other)],
             published: AtomicUsize::new(0),
@@ -87,7 +80,7 @@ impl View {
         let new = 1 - old;
         *self.copies[new]
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = state.unshared();
+            .unwrap_or_else(PoisonError::into_inner) = state.clone();
         self.published.store(new, Ordering::Release);
         *self.copies[old]
             .write()

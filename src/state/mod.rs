@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-mod chunked;
 pub(crate) mod decay;
 pub mod entities;
 pub(crate) mod merged;
@@ -110,16 +109,6 @@ impl State {
             applied: Position::default(),
             last_hlc: Hlc::default(),
             params: Arc::new(params),
-        }
-    }
-
-    /// A copy whose big tables share no chunk with `self` (a clone shares
-    /// them copy-on-write): the view's second copy, so that the two copies
-    /// the committer writes never copy chunks from each other.
-    pub(crate) fn unshared(&self) -> State {
-        State {
-            signals: self.signals.unshared(),
-            ..self.clone()
         }
     }
 

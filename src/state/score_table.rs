@@ -15,16 +15,9 @@
 //! Probing is linear with backward-shift deletion (no tombstones); a slot is
 //! empty when its `S` is NaN, which no stored `S` ever is. The table grows
 //! by 1.5x at a load of 0.8, and home positions use a multiply-shift range
-//! reduction, so capacities need not be powers of two (they are whole
-//! chunks of [`SLOT_CHUNK`] slots). Within a bucket the
+//! reduction, so capacities need not be powers of two. Within a bucket the
 //! list order depends on the hash seed, but nothing observable does: every
 //! ordered read sorts.
-//!
-//! Slots and bucket heads live in copy-on-write chunks (`chunked.rs`), so
-//! cloning a table for a snapshot copies chunk pointers, not slots, and a
-//! write after the clone copies only the chunks it touches (128 slots of 32
-//! bytes, 4 KiB each): the checkpoint no longer stalls the committer for a
-//! copy of the whole table.
 //!
 //! Costs to know: each type holds an 8 KiB bitmap, plus 256 KiB of bucket
 //! heads from its first entry on, whatever its size. Walking a bucket
@@ -40,7 +33,6 @@ use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState as EntityHashState;
 
-use crate::state::chunked::Chunked;
 use crate::state::decay::scale_pow2;
 use crate::state::score_bitmap::Bitmap;
 use crate::state::trending::order_key;
@@ -52,22 +44,8 @@ pub(super) const BUCKETS: usize = 1 << 16;
 /// "No slot" in links and bucket heads.
 const NIL: u32 = u32::MAX;
 
-/// Slots per copy-on-write chunk (4 KiB, a page). Smaller chunks make the
-/// writes after a snapshot copy less, larger ones make the snapshot's clone
-/// count fewer chunks; measured in `signals::measure` (1M x 3, on a loaded
-/// 2-core machine): at 64 slots, cloning after a while of copy-on-write
-/// (chunks scattered in the heap, one cache miss per reference count) took
-/// 10-23 ms; at 256, 1,000-signal batches right after a snapshot took
-/// 10-45 ms while they copied 8 KiB chunks into fresh memory. At 128 a
-/// table of 1M entries has about 10k chunks (80 KiB of pointers, in the L2
-/// cache for point reads).
-pub(super) const SLOT_CHUNK: usize = 128;
-
-/// Bucket heads per copy-on-write chunk (4 KiB; 64 chunks per table).
-pub(super) const HEAD_CHUNK: usize = 1024;
-
-/// Largest capacity: slot indices must stay below [`NIL`], in whole chunks.
-const MAX_CAPACITY: usize = (1 << 32) - SLOT_CHUNK;
+/// Largest capacity: slot indices must stay below [`NIL`].
+const MAX_CAPACITY: usize = (u32::MAX - 1) as usize;
 
 /// Smallest non-zero capacity.
 const MIN_CAPACITY: usize = 16;
@@ -109,21 +87,21 @@ fn best_first(a: &(f64, EntityId), b: &(f64, EntityId)) -> Ordering {
 /// The entries of one signal type, by id and in `S` order.
 #[derive(Clone)]
 pub(crate) struct ScoreTable {
-    slots: Chunked<Slot, SLOT_CHUNK>,
+    slots: Vec<Slot>,
     len: usize,
     hasher: EntityHashState,
     /// First slot of each bucket list; empty until the first insert.
-    heads: Chunked<u32, HEAD_CHUNK>,
+    heads: Vec<u32>,
     bits: Bitmap,
 }
 
 impl Default for ScoreTable {
     fn default() -> Self {
         ScoreTable {
-            slots: Chunked::default(),
+            slots: Vec::new(),
             len: 0,
             hasher: EntityHashState::default(),
-            heads: Chunked::default(),
+            heads: Vec::new(),
             bits: Bitmap::new(),
         }
     }
@@ -221,32 +199,22 @@ impl ScoreTable {
         }
     }
 
-    /// Capacity keeping `n` entries at a load of about 0.75, in whole chunks.
+    /// Capacity keeping `n` entries at a load of about 0.75.
     fn capacity_for(n: usize) -> usize {
-        Chunked::<Slot, SLOT_CHUNK>::rounded(n.saturating_add(n / 3).saturating_add(MIN_CAPACITY))
+        n.saturating_add(n / 3)
+            .saturating_add(MIN_CAPACITY)
             .min(MAX_CAPACITY)
     }
 
-    /// The capacity after `cap` when the table grows: the next of the
-    /// sequence 16, 24, 36, .. (x1.5 each) rounded up to whole chunks, so
-    /// chunk rounding never compounds and sizes (and bytes per entry) stay
-    /// those of the unchunked table.
-    fn grown(cap: usize) -> usize {
-        let mut g = MIN_CAPACITY;
-        while Chunked::<Slot, SLOT_CHUNK>::rounded(g) <= cap && g < MAX_CAPACITY {
-            g = g.saturating_add(g / 2);
-        }
-        Chunked::<Slot, SLOT_CHUNK>::rounded(g).min(MAX_CAPACITY)
-    }
-
     /// Moves every entry into a table of `capacity` slots (at least
-    /// `len + 1`; rounded up to whole chunks), relinking the buckets.
+    /// `len + 1`), relinking the buckets.
     fn resize(&mut self, capacity: usize) {
-        let old = std::mem::replace(&mut self.slots, Chunked::filled(capacity, EMPTY));
-        self.heads = Chunked::filled(BUCKETS, NIL);
+        let old = std::mem::replace(&mut self.slots, vec![EMPTY; capacity]);
+        self.heads.clear();
+        self.heads.resize(BUCKETS, NIL);
         self.bits = Bitmap::new();
-        for slot in old.iter().filter(|s| !s.s.is_nan()) {
-            self.place(*slot);
+        for slot in old.into_iter().filter(|s| !s.s.is_nan()) {
+            self.place(slot);
         }
     }
 
@@ -267,7 +235,9 @@ impl ScoreTable {
     fn insert_new(&mut self, id: EntityId, s: f64, count: i64) -> bool {
         let cap = self.slots.len();
         if (self.len + 1).saturating_mul(5) > cap.saturating_mul(4) {
-            let grown = Self::grown(cap);
+            let grown = cap
+                .saturating_add(cap / 2)
+                .clamp(MIN_CAPACITY, MAX_CAPACITY);
             if grown <= self.len + 1 {
                 return false;
             }
@@ -298,12 +268,11 @@ impl ScoreTable {
             debug_assert!(inserted, "score table full");
             return;
         };
-        let slot = &mut self.slots[i];
-        let old = slot.s;
-        let (s, count) = update(old, slot.count);
-        slot.count = count;
+        let old = self.slots[i].s;
+        let (s, count) = update(old, self.slots[i].count);
+        self.slots[i].count = count;
         if bucket_of(s) == bucket_of(old) {
-            slot.s = s;
+            self.slots[i].s = s;
         } else {
             self.unlink(i);
             self.slots[i].s = s;
@@ -416,8 +385,7 @@ impl ScoreTable {
 
     /// Calls `f(S, id, count)` for every entry by `S` descending, then id
     /// ascending (the order of [`Self::iter`]), without a lookup per entry:
-    /// what a snapshot encodes, so the snapshot's copy (and the chunks the
-    /// writer copies while it lives) is held for less time.
+    /// what a snapshot encodes.
     pub(crate) fn for_each_ordered(&self, mut f: impl FnMut(f64, EntityId, i64)) {
         let mut bucket: Vec<(f64, EntityId, i64)> = Vec::new();
         let mut next = self.bits.highest_at_or_below(BUCKETS - 1);
@@ -439,23 +407,11 @@ impl ScoreTable {
         }
     }
 
-    /// A copy sharing no chunk with `self`: the second copy of the state a
-    /// view keeps, so that the committer's first writes after an open do not
-    /// copy chunks the two copies would otherwise share.
-    pub(crate) fn unshared(&self) -> ScoreTable {
-        ScoreTable {
-            slots: self.slots.unshared(),
-            len: self.len,
-            hasher: self.hasher.clone(),
-            heads: self.heads.unshared(),
-            bits: self.bits.clone(),
-        }
-    }
-
-    /// Estimated heap bytes: slots by capacity, bucket heads and bitmap
-    /// (chunks a clone shares are counted in each).
+    /// Estimated heap bytes: slots by capacity, bucket heads and bitmap.
     pub(crate) fn approx_bytes(&self) -> usize {
-        self.slots.heap_bytes() + self.heads.heap_bytes() + self.bits.l0.capacity() * 8
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.heads.capacity() * 4
+            + self.bits.l0.capacity() * 8
     }
 }
 

@@ -101,16 +101,6 @@ impl TypeState {
         }
     }
 
-    /// This type's parameters and landmark with an empty table.
-    fn clone_params(&self) -> TypeState {
-        TypeState {
-            half_life_ms: self.half_life_ms,
-            period_ms: self.period_ms,
-            landmark_ms: self.landmark_ms,
-            table: ScoreTable::default(),
-        }
-    }
-
     /// Moves the landmark by the whole periods elapsed up to `time_ms`.
     fn move_landmark(&mut self, time_ms: u64, landmark_half_lives: u32, score_floor: f64) {
         let Some(elapsed_ms) = time_ms.checked_sub(self.landmark_ms) else {
@@ -410,22 +400,6 @@ impl SignalStore {
             }
         }
         Ok(store)
-    }
-
-    /// A copy sharing no memory with `self` (see `ScoreTable::unshared`).
-    pub(crate) fn unshared(&self) -> SignalStore {
-        SignalStore {
-            types: self
-                .types
-                .iter()
-                .map(|t| TypeState {
-                    table: t.table.unshared(),
-                    ..t.clone_params()
-                })
-                .collect(),
-            landmark_half_lives: self.landmark_half_lives,
-            score_floor: self.score_floor,
-        }
     }
 
     /// Estimated heap bytes, for status: each table by capacity, with its
