@@ -112,6 +112,25 @@ impl State {
         }
     }
 
+    /// A clone whose score tables are copied into `buffers` (from
+    /// [`SignalStore::buffers`], allocated with no lock held), so the copy
+    /// made under the view's read lock allocates and faults in nothing for
+    /// them: what a checkpoint takes.
+    pub(crate) fn clone_into(&self, buffers: Vec<score_table::TableBuffer>) -> State {
+        State {
+            params: self.params.clone(),
+            signals: self.signals.clone_into(buffers),
+            entities: self.entities.clone(),
+            vectors: self.vectors.clone(),
+            sessions: self.sessions.clone(),
+            merged: self.merged.clone(),
+            idempotency: self.idempotency.clone(),
+            epochs: self.epochs.clone(),
+            applied: self.applied,
+            last_hlc: self.last_hlc,
+        }
+    }
+
     /// The last applied record.
     pub fn applied(&self) -> Position {
         self.applied
