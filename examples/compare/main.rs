@@ -7,6 +7,7 @@
 //! cargo run --release --example compare                # full sizes: 1M entities x 3 types
 //! cargo run --release --example compare -- --dir /path # temp dirs under /path
 //! cargo run --release --example compare -- --only W1,W4 # a subset (W7E: W7/W8 with embeddings)
+//! cargo run --release --example compare -- --only W4,W5 --no-peers # TidalDb alone
 //! ```
 //!
 //! Output: progress rows on stderr as they are measured; on stdout a table
@@ -43,6 +44,8 @@ struct Args {
     quick: bool,
     dir: Option<PathBuf>,
     only: Option<Vec<String>>,
+    /// W4/W5 on TidalDb alone (no SQLite/redb load): for quick regression runs.
+    no_peers: bool,
 }
 
 fn args() -> Args {
@@ -50,11 +53,13 @@ fn args() -> Args {
         quick: false,
         dir: None,
         only: None,
+        no_peers: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => a.quick = true,
+            "--no-peers" => a.no_peers = true,
             "--dir" => a.dir = it.next().map(PathBuf::from),
             "--only" => {
                 a.only = it
@@ -63,7 +68,7 @@ fn args() -> Args {
             }
             other => {
                 eprintln!(
-                    "unknown argument {other:?}; usage: compare [--quick] [--dir DIR] [--only W1,W4,..]"
+                    "unknown argument {other:?}; usage: compare [--quick] [--no-peers] [--dir DIR] [--only W1,W4,..]"
                 );
                 std::process::exit(2);
             }
@@ -95,7 +100,15 @@ fn main() {
     // Memory first, before other workloads leave freed pages behind.
     let needs_fixture = ["W4", "W5", "W7", "W8", "W10"].iter().any(|w| wants(w));
     if needs_fixture {
-        reads::fixture_workloads(&mut rep, &base, &sizes, &zipf, landmark, &wants);
+        reads::fixture_workloads(
+            &mut rep,
+            &base,
+            &sizes,
+            &zipf,
+            landmark,
+            &wants,
+            !a.no_peers,
+        );
     }
 
     let w1_sigs = signals(&zipf, sizes.w1_signals.max(sizes.w3_writes), 11, t0);

@@ -11,6 +11,7 @@ use std::sync::Arc;
 pub(crate) mod decay;
 pub mod entities;
 pub(crate) mod merged;
+mod score_bitmap;
 mod score_table;
 pub mod sessions;
 pub mod signals;
@@ -108,6 +109,25 @@ impl State {
             applied: Position::default(),
             last_hlc: Hlc::default(),
             params: Arc::new(params),
+        }
+    }
+
+    /// A clone whose score tables are copied into `buffers` (from
+    /// [`SignalStore::buffers`], allocated with no lock held), so the copy
+    /// made under the view's read lock allocates and faults in nothing for
+    /// them: what a checkpoint takes.
+    pub(crate) fn clone_into(&self, buffers: Vec<score_table::TableBuffer>) -> State {
+        State {
+            params: self.params.clone(),
+            signals: self.signals.clone_into(buffers),
+            entities: self.entities.clone(),
+            vectors: self.vectors.clone(),
+            sessions: self.sessions.clone(),
+            merged: self.merged.clone(),
+            idempotency: self.idempotency.clone(),
+            epochs: self.epochs.clone(),
+            applied: self.applied,
+            last_hlc: self.last_hlc,
         }
     }
 

@@ -34,11 +34,12 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState as EntityHashState;
 
 use crate::state::decay::scale_pow2;
+use crate::state::score_bitmap::Bitmap;
 use crate::state::trending::order_key;
 use crate::types::EntityId;
 
 /// Number of buckets of the order index.
-const BUCKETS: usize = 1 << 16;
+pub(super) const BUCKETS: usize = 1 << 16;
 
 /// "No slot" in links and bucket heads.
 const NIL: u32 = u32::MAX;
@@ -83,93 +84,27 @@ fn best_first(a: &(f64, EntityId), b: &(f64, EntityId)) -> Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
-/// Which buckets are non-empty, three levels deep so that the next one in
-/// either direction is found in at most three word scans.
-#[derive(Clone)]
-struct Bitmap {
-    /// One bit per bucket.
-    l0: Vec<u64>,
-    /// One bit per non-zero word of `l0`.
-    l1: [u64; 16],
-    /// One bit per non-zero word of `l1`.
-    l2: u64,
+/// Memory for a copy of a [`ScoreTable`], allocated and written (so its
+/// pages are faulted in) before the copy is taken: a snapshot's clone then
+/// copies into it under the view's read lock, and the committer waiting for
+/// that lock waits for a memcpy, not for ~130 MB of first-touch page faults
+/// (4 us a page on these machines; PERFORMANCE-NOTES.md).
+#[derive(Default)]
+pub(crate) struct TableBuffer {
+    slots: Vec<Slot>,
+    heads: Vec<u32>,
 }
 
-impl Bitmap {
-    fn new() -> Bitmap {
-        Bitmap {
-            l0: vec![0; BUCKETS / 64],
-            l1: [0; 16],
-            l2: 0,
+impl TableBuffer {
+    /// A buffer for a table of `capacity` slots, every page written.
+    pub(crate) fn new(capacity: usize) -> TableBuffer {
+        if capacity == 0 {
+            return TableBuffer::default();
         }
-    }
-
-    fn set(&mut self, b: usize) {
-        self.l0[b >> 6] |= 1 << (b & 63);
-        self.l1[b >> 12] |= 1 << ((b >> 6) & 63);
-        self.l2 |= 1 << (b >> 12);
-    }
-
-    fn clear(&mut self, b: usize) {
-        let w0 = b >> 6;
-        self.l0[w0] &= !(1 << (b & 63));
-        if self.l0[w0] == 0 {
-            let w1 = w0 >> 6;
-            self.l1[w1] &= !(1 << (w0 & 63));
-            if self.l1[w1] == 0 {
-                self.l2 &= !(1 << w1);
-            }
+        TableBuffer {
+            slots: vec![EMPTY; capacity],
+            heads: vec![NIL; BUCKETS],
         }
-    }
-
-    /// The highest non-empty bucket `<= b`.
-    fn highest_at_or_below(&self, b: usize) -> Option<usize> {
-        let w0 = b >> 6;
-        let m = self.l0[w0] & (u64::MAX >> (63 - (b & 63)));
-        if m != 0 {
-            return Some(w0 * 64 + 63 - m.leading_zeros() as usize);
-        }
-        let w1 = w0 >> 6;
-        let m = self.l1[w1] & ((1u64 << (w0 & 63)) - 1);
-        let word = if m != 0 {
-            w1 * 64 + 63 - m.leading_zeros() as usize
-        } else {
-            let m = self.l2 & ((1u64 << w1) - 1);
-            if m == 0 {
-                return None;
-            }
-            let top = 63 - m.leading_zeros() as usize;
-            top * 64 + 63 - self.l1[top].leading_zeros() as usize
-        };
-        Some(word * 64 + 63 - self.l0[word].leading_zeros() as usize)
-    }
-
-    /// The lowest non-empty bucket `>= b`.
-    fn lowest_at_or_above(&self, b: usize) -> Option<usize> {
-        let w0 = b >> 6;
-        let m = self.l0[w0] & (u64::MAX << (b & 63));
-        if m != 0 {
-            return Some(w0 * 64 + m.trailing_zeros() as usize);
-        }
-        let w1 = w0 >> 6;
-        let bit = w0 & 63;
-        let m = if bit == 63 {
-            0
-        } else {
-            self.l1[w1] & (u64::MAX << (bit + 1))
-        };
-        let word = if m != 0 {
-            w1 * 64 + m.trailing_zeros() as usize
-        } else {
-            // w1 < 16, so the shift is in range.
-            let m = self.l2 & (u64::MAX << (w1 + 1));
-            if m == 0 {
-                return None;
-            }
-            let low = m.trailing_zeros() as usize;
-            low * 64 + self.l1[low].trailing_zeros() as usize
-        };
-        Some(word * 64 + self.l0[word].trailing_zeros() as usize)
     }
 }
 
@@ -470,6 +405,53 @@ impl ScoreTable {
     /// reversed.
     pub(crate) fn iter_rev(&self) -> OrderIter<'_> {
         OrderIter::new(self, false)
+    }
+
+    /// Calls `f(S, id, count)` for every entry by `S` descending, then id
+    /// ascending (the order of [`Self::iter`]), without a lookup per entry:
+    /// what a snapshot encodes.
+    pub(crate) fn for_each_ordered(&self, mut f: impl FnMut(f64, EntityId, i64)) {
+        let mut bucket: Vec<(f64, EntityId, i64)> = Vec::new();
+        let mut next = self.bits.highest_at_or_below(BUCKETS - 1);
+        while let Some(b) = next {
+            bucket.clear();
+            let mut i = self.heads[b];
+            while i != NIL {
+                let slot = &self.slots[i as usize];
+                bucket.push((slot.s, slot.id, slot.count));
+                i = slot.next;
+            }
+            bucket.sort_unstable_by(|x, y| best_first(&(x.0, x.1), &(y.0, y.1)));
+            for &(s, id, count) in &bucket {
+                f(s, id, count);
+            }
+            next = b
+                .checked_sub(1)
+                .and_then(|b| self.bits.highest_at_or_below(b));
+        }
+    }
+
+    /// Slots allocated (the size a [`TableBuffer`] for a copy needs).
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// A clone written into `buf` when it has this table's size (no
+    /// allocation, no page fault), else a plain clone (the table grew
+    /// between the buffer's sizing and the copy).
+    pub(crate) fn clone_into(&self, mut buf: TableBuffer) -> ScoreTable {
+        if buf.slots.len() != self.slots.len() || buf.heads.len() != self.heads.len() {
+            return self.clone();
+        }
+        buf.slots.copy_from_slice(&self.slots);
+        buf.heads.copy_from_slice(&self.heads);
+        ScoreTable {
+            slots: buf.slots,
+            len: self.len,
+            hasher: self.hasher.clone(),
+            heads: buf.heads,
+            bits: self.bits.clone(),
+        }
     }
 
     /// Estimated heap bytes: slots by capacity, bucket heads and bitmap.

@@ -156,3 +156,37 @@ fn one_large_bucket_reads_in_order_and_grows() {
     assert!(t.insert_unique(EntityId(9_999), 0.0, 0));
     assert!(t.approx_bytes() > 5_000 * 32);
 }
+
+#[test]
+fn a_copy_into_a_prepared_buffer_is_the_table_and_stays_apart() {
+    let mut t = ScoreTable::default();
+    let mut model = BTreeMap::new();
+    for id in 0..3_000u64 {
+        t.upsert(EntityId(id), (id as f64, 1), |_, _| unreachable!());
+        model.insert(id, (id as f64, 1));
+    }
+    let copy = t.clone_into(TableBuffer::new(t.capacity()));
+    check(&copy, &model);
+    // Writes after the copy (a move to another bucket, a removal, a
+    // rescale) never show in it, and the table sees them.
+    t.upsert(EntityId(5), (0.0, 0), |s, c| (s * 1e6, c + 1));
+    t.remove(EntityId(6));
+    t.rescale(-1, 0.0);
+    check(&copy, &model);
+    assert_eq!(t.get(EntityId(5)), Some((2.5e6, 2)));
+    assert_eq!(t.get(EntityId(6)), None);
+    // A buffer of the wrong size (the table grew since) gives a plain clone.
+    let mut grown = model.clone();
+    grown.remove(&6);
+    for v in grown.values_mut() {
+        v.0 *= 0.5;
+    }
+    grown.insert(5, (2.5e6, 2));
+    check(&t.clone_into(TableBuffer::new(16)), &grown);
+    check(&t.clone_into(TableBuffer::default()), &grown);
+    let empty = ScoreTable::default();
+    check(
+        &empty.clone_into(TableBuffer::new(empty.capacity())),
+        &BTreeMap::new(),
+    );
+}

@@ -59,7 +59,7 @@ use std::cmp::Ordering;
 
 use crate::codec::{DecodeError, Put, Reader};
 use crate::state::decay::{Pow2, saturate};
-use crate::state::score_table::ScoreTable;
+use crate::state::score_table::{ScoreTable, TableBuffer};
 use crate::state::trending::{Lane, top_k_scan, top_k_threshold, top_k_walk};
 use crate::types::{EntityId, Timestamp};
 
@@ -344,12 +344,12 @@ impl SignalStore {
             out.put_u64(t.half_life_ms);
             out.put_u64(t.landmark_ms);
             out.put_u32(t.table.len() as u32);
-            for (s, id) in t.table.iter() {
-                let count = t.table.get(id).map_or(0, |(_, count)| count);
+            out.reserve(t.table.len() * ENTRY_BYTES);
+            t.table.for_each_ordered(|s, id, count| {
                 out.put_u64(id.0);
                 out.put_f64(s);
                 out.put_u64(count as u64);
-            }
+            });
         }
     }
 
@@ -399,6 +399,38 @@ impl SignalStore {
             }
         }
         Ok(store)
+    }
+
+    /// Buffers for a copy of this store's tables, pages faulted in: size
+    /// them with [`Self::capacities`] under a short read, allocate them with
+    /// no lock held, then copy with [`Self::clone_into`].
+    pub(crate) fn buffers(capacities: &[usize]) -> Vec<TableBuffer> {
+        capacities.iter().map(|&c| TableBuffer::new(c)).collect()
+    }
+
+    /// Each type's table capacity, for [`Self::buffers`].
+    pub(crate) fn capacities(&self) -> Vec<usize> {
+        self.types.iter().map(|t| t.table.capacity()).collect()
+    }
+
+    /// A clone whose tables are copied into `buffers` (one per type; a
+    /// missing or mis-sized one means a plain clone of that table).
+    pub(crate) fn clone_into(&self, buffers: Vec<TableBuffer>) -> SignalStore {
+        let mut buffers = buffers.into_iter();
+        SignalStore {
+            types: self
+                .types
+                .iter()
+                .map(|t| TypeState {
+                    half_life_ms: t.half_life_ms,
+                    period_ms: t.period_ms,
+                    landmark_ms: t.landmark_ms,
+                    table: t.table.clone_into(buffers.next().unwrap_or_default()),
+                })
+                .collect(),
+            landmark_half_lives: self.landmark_half_lives,
+            score_floor: self.score_floor,
+        }
     }
 
     /// Estimated heap bytes, for status: each table by capacity, with its
