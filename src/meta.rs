@@ -340,12 +340,12 @@ pub fn load_or_create(storage: &dyn Storage, config: &Config) -> Result<Meta> {
         // The new directory's own entry must be durable for META to be.
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             storage
-                .sync_dir(parent)
+                .sync_dir_at(storage::SyncPoint::MetaCreateDir, parent)
                 .map_err(|e| TidalError::io("sync dir", parent, e))?;
         }
     }
     let meta = Meta::from_config(config);
-    storage::write_file_atomic(storage, &path, &meta.encode())?;
+    storage::write_file_atomic(storage, storage::AtomicPoints::META, &path, &meta.encode())?;
     Ok(meta)
 }
 

@@ -12,7 +12,7 @@ use crate::db::core::Core;
 use crate::db::core::repl::retention_point;
 use crate::error::{Result, TidalError};
 use crate::snapshot::{self, Section, SnapshotHeader};
-use crate::storage::write_file_atomic;
+use crate::storage::{AtomicPoints, write_file_atomic};
 use crate::types::{Position, SeqNo};
 
 impl Core {
@@ -115,7 +115,12 @@ impl Core {
             .create_dir_all(dir)
             .map_err(|e| TidalError::io("create dir", dir, e))?;
         let (header, sections) = self.snapshot_of_state()?;
-        write_file_atomic(storage, &dir.join("META"), &self.meta.encode())?;
+        write_file_atomic(
+            storage,
+            AtomicPoints::META,
+            &dir.join("META"),
+            &self.meta.encode(),
+        )?;
         snapshot::write_snapshot(storage, dir, &header, &sections)?;
         Ok(Position::new(header.epoch, header.seqno))
     }

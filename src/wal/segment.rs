@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use crate::codec::{DecodeError, Put, Reader};
 use crate::error::{Result, TidalError};
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{OpenMode, Storage, StorageFile, SyncPoint};
 use crate::types::{SeqNo, ShardId};
 use crate::wal::format::{BATCH_HEADER_LEN, decode_header};
 
@@ -146,10 +146,11 @@ pub fn create_segment(
         header_len,
         segment_bytes.max(header_len),
     )?;
-    file.sync_data()
+    storage
+        .sync_file(SyncPoint::SegmentFile, file.as_ref())
         .map_err(|e| TidalError::io("sync segment", &path, e))?;
     storage
-        .sync_dir(dir)
+        .sync_dir_at(SyncPoint::SegmentDir, dir)
         .map_err(|e| TidalError::io("sync dir", dir, e))?;
     Ok((path, file))
 }
@@ -178,10 +179,11 @@ pub fn create_spare(storage: &dyn Storage, dir: &Path, segment_bytes: u64) -> Re
         0,
         segment_bytes.max(SEGMENT_HEADER_LEN as u64),
     )?;
-    file.sync_data()
+    storage
+        .sync_file(SyncPoint::SpareFile, file.as_ref())
         .map_err(|e| TidalError::io("sync spare segment", &path, e))?;
     storage
-        .sync_dir(dir)
+        .sync_dir_at(SyncPoint::SpareDir, dir)
         .map_err(|e| TidalError::io("sync dir", dir, e))?;
     Ok(path)
 }
@@ -199,17 +201,18 @@ pub fn adopt_spare(
 ) -> Result<(PathBuf, Box<dyn StorageFile>)> {
     let path = dir.join(segment_name(first));
     storage
-        .rename(spare, &path)
+        .rename_at(SyncPoint::SpareRename, spare, &path)
         .map_err(|e| TidalError::io("rename spare segment", spare, e))?;
     let file = storage
         .open(&path, OpenMode::ReadWrite)
         .map_err(|e| TidalError::io("open segment", &path, e))?;
     file.write_all_at(&encode_segment_header(shard, first), 0)
         .map_err(|e| TidalError::io("write segment header", &path, e))?;
-    file.sync_data()
+    storage
+        .sync_file(SyncPoint::SpareAdoptFile, file.as_ref())
         .map_err(|e| TidalError::io("sync segment", &path, e))?;
     storage
-        .sync_dir(dir)
+        .sync_dir_at(SyncPoint::SpareAdoptDir, dir)
         .map_err(|e| TidalError::io("sync dir", dir, e))?;
     Ok((path, file))
 }

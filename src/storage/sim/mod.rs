@@ -33,9 +33,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use super::{OpenMode, Storage, StorageFile, StorageLock};
 
 mod crash;
+mod faults;
 mod handle;
 
 use crash::SplitMix64;
+pub use faults::FaultKind;
+use faults::{Fault, PointFaults};
 use handle::{SimFile, SimLock};
 
 /// Page size of the simulated page cache, for [`CrashMode::RandomPages`].
@@ -78,42 +81,6 @@ pub enum CrashMode {
     },
 }
 
-/// Which call an injected fault makes fail.
-///
-/// ```
-/// use tidal::storage::{FaultKind, OpenMode, Storage};
-/// let fs = tidal::SimStorage::default();
-/// let f = fs.open("/wal".as_ref(), OpenMode::CreateNew).unwrap();
-/// fs.fail_next(FaultKind::SyncData, "wal");
-/// assert!(f.sync_data().is_err());
-/// assert!(f.sync_data().is_ok()); // fail_next fires once
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultKind {
-    /// `write_all_at` and `set_len` on a file (matched against the path the
-    /// handle was opened with).
-    Write,
-    /// `sync_data` on a file (matched like `Write`).
-    SyncData,
-    /// `sync_dir` on a directory.
-    SyncDir,
-    /// `rename` (matched against either path).
-    Rename,
-    /// `open` with [`OpenMode::CreateNew`].
-    Create,
-    /// `remove_file`.
-    Remove,
-    /// `open` with [`OpenMode::Read`] or [`OpenMode::ReadWrite`].
-    Open,
-}
-
-#[derive(Debug)]
-struct Fault {
-    kind: FaultKind,
-    path_contains: String,
-    once: bool,
-}
-
 /// A change to a file not yet made durable by `sync_data`.
 #[derive(Debug)]
 enum Op {
@@ -141,6 +108,7 @@ struct Inner {
     generation: u64,
     locks: BTreeSet<PathBuf>,
     faults: Vec<Fault>,
+    points: PointFaults,
     capacity_bytes: Option<u64>,
     sync_count: u64,
 }
@@ -183,29 +151,6 @@ impl Inner {
         path.as_os_str().is_empty()
             || (path.has_root() && path.parent().is_none())
             || self.dirs.contains(path)
-    }
-
-    fn check_fault(&mut self, kind: FaultKind, paths: &[&Path]) -> io::Result<()> {
-        let hit = self.faults.iter().position(|f| {
-            f.kind == kind
-                && paths
-                    .iter()
-                    .any(|p| p.to_string_lossy().contains(&f.path_contains))
-        });
-        if let Some(i) = hit {
-            let once = self.faults[i].once;
-            if once {
-                self.faults.remove(i);
-            }
-            return Err(io::Error::other(format!(
-                "injected {kind:?} fault on {}",
-                paths
-                    .first()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            )));
-        }
-        Ok(())
     }
 
     fn stored_bytes(&self) -> u64 {
@@ -288,31 +233,6 @@ impl SimStorage {
         inner.names = inner.durable_names.clone();
         inner.locks.clear();
         inner.generation += 1;
-    }
-
-    /// Makes the next call of `kind` on a path containing `path_contains`
-    /// fail with an I/O error (an empty string matches every path).
-    pub fn fail_next(&self, kind: FaultKind, path_contains: &str) {
-        self.add_fault(kind, path_contains, true);
-    }
-
-    /// Makes every call of `kind` on a path containing `path_contains` fail
-    /// until [`SimStorage::clear_faults`].
-    pub fn fail_always(&self, kind: FaultKind, path_contains: &str) {
-        self.add_fault(kind, path_contains, false);
-    }
-
-    fn add_fault(&self, kind: FaultKind, path_contains: &str, once: bool) {
-        self.inner().faults.push(Fault {
-            kind,
-            path_contains: path_contains.to_string(),
-            once,
-        });
-    }
-
-    /// Removes every injected fault.
-    pub fn clear_faults(&self) {
-        self.inner().faults.clear();
     }
 
     /// Caps the bytes stored in live files: a write or `set_len` that would
@@ -559,6 +479,18 @@ impl Storage for SimStorage {
         }
         g.sync_count += 1;
         Ok(())
+    }
+
+    fn sync_file(&self, point: super::SyncPoint, file: &dyn StorageFile) -> io::Result<()> {
+        self.sync_file_at(point, file)
+    }
+
+    fn sync_dir_at(&self, point: super::SyncPoint, path: &Path) -> io::Result<()> {
+        self.sync_dir_at_point(point, path)
+    }
+
+    fn rename_at(&self, point: super::SyncPoint, from: &Path, to: &Path) -> io::Result<()> {
+        self.rename_at_point(point, from, to)
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn StorageLock>> {

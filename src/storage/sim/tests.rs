@@ -299,3 +299,66 @@ fn after_full_sync_no_crash_mode_loses_anything() {
         assert_eq!(before, after, "seed {seed}");
     }
 }
+
+#[test]
+fn faults_at_a_point_fire_once_there_and_a_writeback_error_loses_the_data() {
+    use crate::storage::SyncPoint;
+    let sim = with_durable_file(b"old");
+    let f = sim.open(&p("/d/f"), OpenMode::ReadWrite).unwrap();
+    f.write_all_at(b"new", 0).unwrap();
+    sim.fail_at(SyncPoint::LogAppend, FaultKind::Write);
+    sim.fail_at(SyncPoint::SnapshotDir, FaultKind::DiskFull);
+    sim.fail_at(SyncPoint::SnapshotRename, FaultKind::Rename);
+    // Other points are untouched.
+    sim.sync_dir_at(SyncPoint::MetaDir, &p("/d")).unwrap();
+    let e = sim.sync_file(SyncPoint::LogAppend, f.as_ref()).unwrap_err();
+    assert!(e.to_string().contains("LogAppend"), "{e}");
+    // The retry "succeeds", but the data is gone: no silent retry can save it.
+    sim.sync_file(SyncPoint::LogAppend, f.as_ref()).unwrap();
+    let e = sim
+        .sync_dir_at(SyncPoint::SnapshotDir, &p("/d"))
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+    assert!(
+        sim.rename_at(SyncPoint::SnapshotRename, &p("/d/f"), &p("/d/g"))
+            .is_err()
+    );
+    assert_eq!(
+        sim.read("/d/f").unwrap(),
+        b"new",
+        "a failed rename changes nothing"
+    );
+    assert_eq!(sim.sync_point_hits(SyncPoint::LogAppend), 2);
+    sim.crash(CrashMode::DropUnsynced);
+    assert_eq!(sim.read("/d/f").unwrap(), b"old");
+}
+
+#[test]
+fn a_disabled_point_syncs_nothing_until_enabled() {
+    use crate::storage::SyncPoint;
+    let sim = with_durable_file(b"old");
+    let f = sim.open(&p("/d/f"), OpenMode::ReadWrite).unwrap();
+    sim.disable_sync(SyncPoint::SegmentDir);
+    sim.open(&p("/d/g"), OpenMode::CreateNew).unwrap();
+    sim.sync_dir_at(SyncPoint::SegmentDir, &p("/d")).unwrap();
+    f.write_all_at(b"new", 0).unwrap();
+    sim.sync_file(SyncPoint::LogAppend, f.as_ref()).unwrap();
+    sim.crash(CrashMode::DropUnsynced);
+    assert_eq!(
+        sim.read("/d/f").unwrap(),
+        b"new",
+        "another point still syncs"
+    );
+    assert!(!sim.exists(&p("/d/g")), "the disabled point synced nothing");
+    sim.enable_all_syncs();
+    sim.open(&p("/d/g"), OpenMode::CreateNew).unwrap();
+    sim.sync_dir_at(SyncPoint::SegmentDir, &p("/d")).unwrap();
+    sim.crash(CrashMode::DropUnsynced);
+    assert!(sim.exists(&p("/d/g")));
+}
+
+#[test]
+#[should_panic(expected = "cannot be skipped")]
+fn a_rename_point_cannot_be_disabled() {
+    SimStorage::default().disable_sync(crate::storage::SyncPoint::SnapshotRename);
+}
