@@ -12,7 +12,7 @@ use crate::db::core::Core;
 use crate::db::core::repl::retention_point;
 use crate::error::{Result, TidalError};
 use crate::snapshot::{self, Section, SnapshotHeader};
-use crate::storage::{AtomicPoints, write_file_atomic};
+use crate::storage::{AtomicPoints, SyncPoint, create_dir_durable, write_file_atomic};
 use crate::types::{Position, SeqNo};
 
 impl Core {
@@ -111,9 +111,8 @@ impl Core {
                 std::io::Error::new(std::io::ErrorKind::AlreadyExists, "directory is not empty"),
             ));
         }
-        storage
-            .create_dir_all(dir)
-            .map_err(|e| TidalError::io("create dir", dir, e))?;
+        // The copy is only durable once the new directory's entry is.
+        create_dir_durable(storage, SyncPoint::BackupCreateDirs, dir)?;
         let (header, sections) = self.snapshot_of_state()?;
         write_file_atomic(
             storage,

@@ -214,6 +214,38 @@ pub(crate) fn write_file_atomic(
     Ok(())
 }
 
+/// Creates `dir` and any missing parents (`mkdir -p`), then syncs the
+/// parent of every directory it created, at `point`: a new directory is
+/// durable only once its entry in its parent is, so with two new levels
+/// syncing the innermost parent alone leaves the outer one to a crash.
+pub(crate) fn create_dir_durable(
+    storage: &dyn Storage,
+    point: SyncPoint,
+    dir: &Path,
+) -> crate::Result<()> {
+    use crate::TidalError;
+    let created: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !storage.exists(d))
+        .collect();
+    if created.is_empty() {
+        return Ok(());
+    }
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| TidalError::io("create dir", dir, e))?;
+    // Innermost first: an outer entry made durable before the inner one
+    // would be harmless, but this order keeps one pass.
+    for new in created {
+        if let Some(parent) = new.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage
+                .sync_dir_at(point, parent)
+                .map_err(|e| TidalError::io("sync dir", parent, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads a whole file through the seam.
 pub(crate) fn read_file(storage: &dyn Storage, path: &Path) -> crate::Result<Vec<u8>> {
     let f = storage

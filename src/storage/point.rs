@@ -125,8 +125,11 @@ sync_points! {
     /// `drop_snapshots_above`: removal of snapshots holding cut records,
     /// before the log is cut.
     SnapshotCutDir => Dir,
-    /// `load_or_create` (meta): a new data directory's entry.
+    /// `load_or_create` (meta): a new data directory's entry (and any new
+    /// parents').
     MetaCreateDir => Dir,
+    /// `backup`: a new backup directory's entry (and any new parents').
+    BackupCreateDirs => Dir,
     /// `META` temporary file's data.
     MetaFile => File,
     /// `META` temporary file renamed to `META`.
