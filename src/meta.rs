@@ -335,7 +335,7 @@ pub fn load_or_create(storage: &dyn Storage, config: &Config) -> Result<Meta> {
     }
     // The new directory's own entry (and those of any new parents) must be
     // durable for META to be.
-    storage::create_dir_durable(storage, storage::SyncPoint::MetaCreateDir, dir)?;
+    storage::create_dir_durable(storage, storage::SyncPoint::DataDirCreate, dir)?;
     let meta = Meta::from_config(config);
     storage::write_file_atomic(storage, storage::AtomicPoints::META, &path, &meta.encode())?;
     Ok(meta)

@@ -125,9 +125,9 @@ sync_points! {
     /// `drop_snapshots_above`: removal of snapshots holding cut records,
     /// before the log is cut.
     SnapshotCutDir => Dir,
-    /// `load_or_create` (meta): a new data directory's entry (and any new
-    /// parents').
-    MetaCreateDir => Dir,
+    /// `Core::open` (and `meta::load_or_create`): a new data directory's
+    /// entry (and any new parents').
+    DataDirCreate => Dir,
     /// `backup`: a new backup directory's entry (and any new parents').
     BackupCreateDirs => Dir,
     /// `META` temporary file's data.
