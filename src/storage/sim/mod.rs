@@ -10,8 +10,9 @@
 //!   on its parent directory. Names are kept twice: the current namespace and
 //!   the durable one. Files are inodes, so a rename moves the data and an
 //!   unlinked file stays readable through handles opened before.
-//! - Directories are durable as soon as `create_dir_all` returns (kept simple:
-//!   the database creates its directories once, at open).
+//! - A directory's creation is durable only after `sync_dir` on its
+//!   parent, like a file's; a crash drops a directory that is not (and
+//!   everything in it). Directories are never removed.
 //!
 //! [`SimStorage::crash`] rebuilds the file system from the durable namespace
 //! and, per file, from the synced content plus whatever part of the unsynced
@@ -101,6 +102,7 @@ type Ino = u64;
 #[derive(Default)]
 struct Inner {
     dirs: BTreeSet<PathBuf>,
+    durable_dirs: BTreeSet<PathBuf>,
     names: BTreeMap<PathBuf, Ino>,
     durable_names: BTreeMap<PathBuf, Ino>,
     nodes: BTreeMap<Ino, Node>,
@@ -230,7 +232,26 @@ impl SimStorage {
             }
         }
         inner.nodes = nodes;
-        inner.names = inner.durable_names.clone();
+        // A directory survives if it and every ancestor were made durable.
+        let durable_dirs = inner.durable_dirs.clone();
+        let survives = |dir: &Path| {
+            dir.ancestors()
+                .take_while(|a| !a.as_os_str().is_empty() && a.parent().is_some())
+                .all(|a| durable_dirs.contains(a))
+        };
+        inner.dirs.retain(|d| survives(d));
+        inner.durable_dirs.retain(|d| survives(d));
+        let names: BTreeMap<PathBuf, Ino> = inner
+            .durable_names
+            .iter()
+            .filter(|(p, _)| survives(&parent_of(p)))
+            .map(|(p, &i)| (p.clone(), i))
+            .collect();
+        inner
+            .nodes
+            .retain(|ino, _| names.values().any(|i| i == ino));
+        inner.durable_names = names.clone();
+        inner.names = names;
         inner.locks.clear();
         inner.generation += 1;
     }
@@ -269,7 +290,9 @@ impl SimStorage {
         let path = norm(path.as_ref());
         let mut g = self.inner();
         let mut dir = parent_of(&path);
-        while !dir.as_os_str().is_empty() && g.dirs.insert(dir.clone()) {
+        while !dir.as_os_str().is_empty() && !g.dir_exists(&dir) {
+            g.dirs.insert(dir.clone());
+            g.durable_dirs.insert(dir.clone());
             dir = parent_of(&dir);
         }
         let node = Node {
@@ -474,6 +497,8 @@ impl Storage for SimStorage {
             .map(|(p, &i)| (p.clone(), i))
             .collect();
         g.durable_names.extend(now);
+        let child_dirs: Vec<PathBuf> = g.dirs.iter().filter(|d| in_dir(d)).cloned().collect();
+        g.durable_dirs.extend(child_dirs);
         for ino in dropped {
             g.collect(ino);
         }

@@ -8,6 +8,7 @@ fn p(s: &str) -> PathBuf {
 fn with_durable_file(bytes: &[u8]) -> Arc<SimStorage> {
     let sim = SimStorage::new();
     sim.create_dir_all(&p("/d")).unwrap();
+    sim.sync_dir(&p("/")).unwrap();
     let f = sim.open(&p("/d/f"), OpenMode::CreateNew).unwrap();
     f.write_all_at(bytes, 0).unwrap();
     f.sync_data().unwrap();
@@ -32,6 +33,7 @@ fn synced_write_survives_and_unsynced_write_does_not() {
 fn created_file_without_dir_sync_vanishes() {
     let sim = SimStorage::new();
     sim.create_dir_all(&p("/d")).unwrap();
+    sim.sync_dir(&p("/")).unwrap();
     let f = sim.open(&p("/d/new"), OpenMode::CreateNew).unwrap();
     f.write_all_at(b"data", 0).unwrap();
     f.sync_data().unwrap();
@@ -39,7 +41,7 @@ fn created_file_without_dir_sync_vanishes() {
     assert_eq!(sim.list_dir(&p("/d")).unwrap(), vec!["new".to_string()]);
     sim.crash(CrashMode::DropUnsynced);
     assert!(!sim.exists(&p("/d/new")));
-    assert!(sim.exists(&p("/d")), "directories are durable at once");
+    assert!(sim.exists(&p("/d")), "its directory was synced in /");
     assert!(sim.list_dir(&p("/d")).unwrap().is_empty());
 }
 
@@ -173,6 +175,7 @@ fn fail_next_fires_once_and_fail_always_until_cleared() {
 fn capacity_gives_storage_full() {
     let sim = SimStorage::new();
     sim.create_dir_all(&p("/d")).unwrap();
+    sim.sync_dir(&p("/")).unwrap();
     sim.set_capacity_bytes(Some(10));
     let f = sim.open(&p("/d/f"), OpenMode::CreateNew).unwrap();
     f.write_all_at(&[1; 8], 0).unwrap();
@@ -192,6 +195,7 @@ fn capacity_gives_storage_full() {
 fn lock_is_exclusive_until_dropped_or_crash() {
     let sim = SimStorage::new();
     sim.create_dir_all(&p("/d")).unwrap();
+    sim.sync_dir(&p("/")).unwrap();
     let l = sim.lock(&p("/d/LOCK")).unwrap();
     let e = sim.lock(&p("/d//LOCK")).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
@@ -250,6 +254,8 @@ fn after_full_sync_no_crash_mode_loses_anything() {
         let mut rng = SplitMix64(seed);
         let sim = SimStorage::new();
         sim.create_dir_all(&p("/d")).unwrap();
+        sim.sync_dir(&p("/")).unwrap();
+        sim.sync_dir(&p("/")).unwrap();
         for step in 0..60 {
             let name = p(&format!("/d/f{}", rng.up_to(3)));
             let other = p(&format!("/d/f{}", rng.up_to(3)));
@@ -361,4 +367,29 @@ fn a_disabled_point_syncs_nothing_until_enabled() {
 #[should_panic(expected = "cannot be skipped")]
 fn a_rename_point_cannot_be_disabled() {
     SimStorage::default().disable_sync(crate::storage::SyncPoint::SnapshotRename);
+}
+
+#[test]
+fn created_dir_without_parent_sync_vanishes_with_its_files() {
+    let sim = SimStorage::new();
+    sim.create_dir_all(&p("/a/b")).unwrap();
+    let f = sim.open(&p("/a/b/f"), OpenMode::CreateNew).unwrap();
+    f.write_all_at(b"data", 0).unwrap();
+    f.sync_data().unwrap();
+    sim.sync_dir(&p("/a/b")).unwrap();
+    // `b` is durable in `a`, but `a` is not in `/`.
+    sim.sync_dir(&p("/a")).unwrap();
+    sim.crash(CrashMode::DropUnsynced);
+    assert!(!sim.exists(&p("/a")));
+    assert!(!sim.exists(&p("/a/b/f")));
+
+    sim.create_dir_all(&p("/a/b")).unwrap();
+    let f = sim.open(&p("/a/b/f"), OpenMode::CreateNew).unwrap();
+    f.write_all_at(b"data", 0).unwrap();
+    f.sync_data().unwrap();
+    for d in ["/a/b", "/a", "/"] {
+        sim.sync_dir(&p(d)).unwrap();
+    }
+    sim.crash(CrashMode::DropUnsynced);
+    assert_eq!(sim.read("/a/b/f").unwrap(), b"data");
 }
