@@ -83,8 +83,6 @@ sync_points! {
     SegmentDir => Dir,
     /// `create_spare`: zeros of the background pre-allocated spare.
     SpareFile => File,
-    /// `create_spare`: the spare's directory entry.
-    SpareDir => Dir,
     /// `adopt_spare`: the spare renamed to the next segment's name.
     SpareRename => Rename,
     /// `adopt_spare`: the header written into the adopted spare.

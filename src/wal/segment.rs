@@ -160,8 +160,8 @@ pub fn create_segment(
 /// it was being zero-filled) is removed when the log opens.
 pub const SPARE_NAME: &str = "spare.prealloc";
 
-/// Creates the spare segment: zero-filled to `segment_bytes`, synced, its
-/// directory entry synced. Runs off the commit path, so a roll costs a
+/// Creates the spare segment: zero-filled to `segment_bytes` and synced.
+/// Runs off the commit path, so a roll costs a
 /// rename and a header write instead of zero-filling a whole segment.
 pub fn create_spare(storage: &dyn Storage, dir: &Path, segment_bytes: u64) -> Result<PathBuf> {
     let path = dir.join(SPARE_NAME);
@@ -182,9 +182,10 @@ pub fn create_spare(storage: &dyn Storage, dir: &Path, segment_bytes: u64) -> Re
     storage
         .sync_file(SyncPoint::SpareFile, file.as_ref())
         .map_err(|e| TidalError::io("sync spare segment", &path, e))?;
-    storage
-        .sync_dir_at(SyncPoint::SpareDir, dir)
-        .map_err(|e| TidalError::io("sync dir", dir, e))?;
+    // Its directory entry is not synced: a spare that a crash takes is
+    // never missed (the log removes a leftover one when it opens, and
+    // builds a new one), and `adopt_spare` syncs the directory after the
+    // rename that gives it a segment name.
     Ok(path)
 }
 
