@@ -29,6 +29,15 @@
 //! - A unit test refuses a plain `sync_data`, `sync_dir` or `rename` call
 //!   in the engine, so a new site cannot go unnamed, and the tests walk
 //!   [`SyncPoint::ALL`], so a new point cannot go untested.
+//! - What each point protects is shown, not claimed:
+//!   `tests/lost_write_needs_every_sync_point.rs` disables each durability
+//!   point in turn and loses an acknowledged write (or fails to reopen);
+//!   the points another sync covers (the zero-fills and segment headers,
+//!   which exist for speed; removals; a recovery cut) are listed there with
+//!   the reason and shown to lose nothing when disabled. The spare
+//!   segment's directory sync protected nothing and was removed.
+//!   `tests/fault_at_each_named_point_poisons_and_recovers.rs` fails each
+//!   point: a write-path failure poisons, and a reopen recovers.
 
 use std::fmt;
 use std::io;

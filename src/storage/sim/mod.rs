@@ -22,7 +22,9 @@
 //!
 //! Faults ([`SimStorage::fail_next`], [`SimStorage::fail_always`]) make a
 //! matching call fail without touching anything; a failed `sync_data` leaves
-//! the data unsynced. [`SimStorage::set_capacity_bytes`] turns growth past a
+//! the data unsynced. [`SimStorage::fail_at`] fails the call at a named
+//! [`SyncPoint`](crate::storage::SyncPoint) instead, and
+//! [`SimStorage::disable_sync`] skips one (the test-only switch). [`SimStorage::set_capacity_bytes`] turns growth past a
 //! byte budget into `StorageFull`.
 
 use std::collections::{BTreeMap, BTreeSet};
