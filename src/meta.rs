@@ -333,19 +333,11 @@ pub fn load_or_create(storage: &dyn Storage, config: &Config) -> Result<Meta> {
             ),
         ));
     }
-    if !storage.exists(dir) {
-        storage
-            .create_dir_all(dir)
-            .map_err(|e| TidalError::io("create dir", dir, e))?;
-        // The new directory's own entry must be durable for META to be.
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            storage
-                .sync_dir(parent)
-                .map_err(|e| TidalError::io("sync dir", parent, e))?;
-        }
-    }
+    // The new directory's own entry (and those of any new parents) must be
+    // durable for META to be.
+    storage::create_dir_durable(storage, storage::SyncPoint::DataDirCreate, dir)?;
     let meta = Meta::from_config(config);
-    storage::write_file_atomic(storage, &path, &meta.encode())?;
+    storage::write_file_atomic(storage, storage::AtomicPoints::META, &path, &meta.encode())?;
     Ok(meta)
 }
 

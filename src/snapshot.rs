@@ -247,11 +247,12 @@ pub fn write_snapshot_bytes(
         // A new directory's own entry must be durable before files in it
         // can be relied on.
         for d in [data_dir.join("snapshots"), data_dir.to_path_buf()] {
-            storage.sync_dir(&d).map_err(io_err("sync dir", &d))?;
+            (storage.sync_dir_at(storage::SyncPoint::SnapshotCreateDirs, &d))
+                .map_err(io_err("sync dir", &d))?;
         }
     }
     let path = snapshot_path(data_dir, shard, seqno);
-    storage::write_file_atomic(storage, &path, bytes)?;
+    storage::write_file_atomic(storage, storage::AtomicPoints::SNAPSHOT, &path, bytes)?;
     Ok(path)
 }
 
@@ -366,7 +367,8 @@ pub fn retain_newest(
             storage.remove_file(path).map_err(io_err("remove", path))?;
         }
         let dir = snapshot_dir(data_dir, shard);
-        storage.sync_dir(&dir).map_err(io_err("sync dir", &dir))?;
+        (storage.sync_dir_at(storage::SyncPoint::SnapshotRetireDir, &dir))
+            .map_err(io_err("sync dir", &dir))?;
     }
     Ok(oldest_kept)
 }
@@ -375,6 +377,14 @@ pub fn retain_newest(
 mod tests {
     use super::*;
     use crate::storage::{CrashMode, SimStorage};
+
+    /// A sim holding `/db`, durably, as an opened database's data directory is.
+    fn db_dir() -> std::sync::Arc<SimStorage> {
+        let sim = SimStorage::new();
+        sim.create_dir_all(Path::new("/db")).unwrap();
+        sim.sync_dir(Path::new("/")).unwrap();
+        sim
+    }
 
     fn header(seqno: u64) -> SnapshotHeader {
         SnapshotHeader {
@@ -466,7 +476,7 @@ mod tests {
 
     #[test]
     fn write_is_durable_and_list_ignores_temp_files() {
-        let sim = SimStorage::new();
+        let sim = db_dir();
         let dir = Path::new("/db");
         write_snapshot(&*sim, dir, &header(10), &sections(1)).unwrap();
         write_snapshot(&*sim, dir, &header(30), &sections(3)).unwrap();
@@ -486,7 +496,7 @@ mod tests {
 
     #[test]
     fn damaged_newest_falls_back_to_the_previous() {
-        let sim = SimStorage::new();
+        let sim = db_dir();
         let dir = Path::new("/db");
         write_snapshot(&*sim, dir, &header(10), &sections(1)).unwrap();
         let newest = write_snapshot(&*sim, dir, &header(20), &sections(2)).unwrap();
@@ -514,7 +524,7 @@ mod tests {
 
     #[test]
     fn retain_newest_deletes_the_oldest_durably() {
-        let sim = SimStorage::new();
+        let sim = db_dir();
         let dir = Path::new("/db");
         for s in [5, 10, 15, 20] {
             write_snapshot(&*sim, dir, &header(s), &[]).unwrap();
@@ -540,7 +550,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_leaves_the_old_snapshots() {
-        let sim = SimStorage::new();
+        let sim = db_dir();
         let dir = Path::new("/db");
         write_snapshot(&*sim, dir, &header(10), &sections(1)).unwrap();
         sim.fail_next(crate::storage::FaultKind::SyncData, ".tmp");

@@ -18,7 +18,7 @@ use crate::error::{Result, TidalError};
 use crate::meta::{self, Meta};
 use crate::snapshot;
 use crate::state::{EpochEntry, State, StateParams};
-use crate::storage::{Storage, StorageLock};
+use crate::storage::{Storage, StorageLock, SyncPoint, create_dir_durable};
 use crate::types::{Epoch, Position, SeqNo};
 use crate::wal::commit::GroupCommit;
 use crate::wal::format::{BATCH_HEADER_LEN, BatchMeta, Schema, decode_records};
@@ -188,9 +188,9 @@ impl Core {
         let started = Instant::now();
         let storage = config.storage.clone();
         let dir = config.data_dir.clone();
-        storage
-            .create_dir_all(&dir)
-            .map_err(|e| TidalError::io("create dir", &dir, e))?;
+        // A new data directory's entry must be durable before anything in
+        // it can be: without this sync a crash could take the whole database.
+        create_dir_durable(storage.as_ref(), SyncPoint::DataDirCreate, &dir)?;
         let lock_path = dir.join("LOCK");
         let lock = storage.lock(&lock_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {

@@ -129,7 +129,7 @@ impl Core {
         if removed {
             let dir = snapshot::snapshot_dir(&self.data_dir, shard);
             storage
-                .sync_dir(&dir)
+                .sync_dir_at(crate::storage::SyncPoint::SnapshotCutDir, &dir)
                 .map_err(|e| TidalError::io("sync dir", &dir, e))?;
         }
         Ok(())

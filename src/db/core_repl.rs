@@ -13,7 +13,7 @@ use crate::codec::{Put, Reader};
 use crate::crdt::hlc::Hlc;
 use crate::error::{Result, TidalError};
 use crate::snapshot::{self, LoadedSnapshot};
-use crate::storage::{Storage, read_file, write_file_atomic};
+use crate::storage::{AtomicPoints, Storage, SyncPoint, read_file, write_file_atomic};
 use crate::types::{Epoch, NodeId, Position, SeqNo};
 use crate::wal::log::SegmentInfo;
 
@@ -245,7 +245,12 @@ impl Core {
             return Ok(());
         }
         let path = self.data_dir.join(EPOCH_FILE);
-        write_file_atomic(self.storage.as_ref(), &path, &encode_epoch(epoch))?;
+        write_file_atomic(
+            self.storage.as_ref(),
+            AtomicPoints::EPOCH,
+            &path,
+            &encode_epoch(epoch),
+        )?;
         self.marks.seen_epoch.fetch_max(epoch.0, Ordering::AcqRel);
         Ok(())
     }
@@ -269,7 +274,7 @@ impl Core {
                 .create_dir_all(&dir)
                 .map_err(|e| TidalError::io("create dir", &dir, e))?;
             storage
-                .sync_dir(&self.data_dir)
+                .sync_dir_at(SyncPoint::DivergedCreateDir, &self.data_dir)
                 .map_err(|e| TidalError::io("sync dir", &self.data_dir, e))?;
         }
         let mut base = format!("{:020}-{:020}", epoch.0, first.0);
@@ -278,7 +283,7 @@ impl Core {
         }
         match free_diverged_path(storage, &dir, &base, batches)? {
             Some(path) => {
-                write_file_atomic(storage, &path, batches)?;
+                write_file_atomic(storage, AtomicPoints::DIVERGED, &path, batches)?;
                 Ok(path)
             }
             None => Ok(dir.join(format!("{base}.batches"))),

@@ -13,7 +13,7 @@ use crate::db::core::repl::retention_point;
 use crate::error::{Result, TidalError};
 use crate::snapshot::{self, Section, SnapshotHeader};
 use crate::state::signals::SignalStore;
-use crate::storage::write_file_atomic;
+use crate::storage::{AtomicPoints, SyncPoint, create_dir_durable, write_file_atomic};
 use crate::types::{Position, SeqNo};
 
 impl Core {
@@ -119,11 +119,15 @@ impl Core {
                 std::io::Error::new(std::io::ErrorKind::AlreadyExists, "directory is not empty"),
             ));
         }
-        storage
-            .create_dir_all(dir)
-            .map_err(|e| TidalError::io("create dir", dir, e))?;
+        // The copy is only durable once the new directory's entry is.
+        create_dir_durable(storage, SyncPoint::BackupCreateDirs, dir)?;
         let (header, sections) = self.snapshot_of_state()?;
-        write_file_atomic(storage, &dir.join("META"), &self.meta.encode())?;
+        write_file_atomic(
+            storage,
+            AtomicPoints::META,
+            &dir.join("META"),
+            &self.meta.encode(),
+        )?;
         snapshot::write_snapshot(storage, dir, &header, &sections)?;
         Ok(Position::new(header.epoch, header.seqno))
     }

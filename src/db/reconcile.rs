@@ -258,11 +258,11 @@ impl Core {
         let to = path.with_extension("merged");
         let storage = self.storage.as_ref();
         storage
-            .rename(path, &to)
+            .rename_at(crate::storage::SyncPoint::MergedRename, path, &to)
             .map_err(|e| TidalError::io("rename", path, e))?;
         let dir = path.parent().unwrap_or(&self.data_dir);
         storage
-            .sync_dir(dir)
+            .sync_dir_at(crate::storage::SyncPoint::MergedDir, dir)
             .map_err(|e| TidalError::io("sync dir", dir, e))
     }
 

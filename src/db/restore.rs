@@ -116,17 +116,16 @@ pub fn restore_backup(backup_dir: impl AsRef<Path>, config: &Config) -> Result<P
             std::io::Error::new(std::io::ErrorKind::AlreadyExists, "directory is not empty"),
         ));
     }
-    if !fs.exists(to) {
-        fs.create_dir_all(to)
-            .map_err(|e| TidalError::io("create dir", to, e))?;
-        if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs.sync_dir(parent)
-                .map_err(|e| TidalError::io("sync dir", parent, e))?;
-        }
-    }
+    // A new data directory, made durable in its parent (every new level).
+    storage::create_dir_durable(fs, storage::SyncPoint::DataDirCreate, to)?;
     let h = loaded.header;
     snapshot::write_snapshot_bytes(fs, to, shard, h.seqno, &snap_bytes)?;
-    storage::write_file_atomic(fs, &to.join(META_FILE_NAME), &meta.encode())?;
+    storage::write_file_atomic(
+        fs,
+        storage::AtomicPoints::META,
+        &to.join(META_FILE_NAME),
+        &meta.encode(),
+    )?;
     tracing::info!(
         from = %from.display(),
         to = %to.display(),

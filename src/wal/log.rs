@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::RecoveryMode;
 use crate::error::{Result, TidalError};
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{OpenMode, Storage, StorageFile, SyncPoint};
 use crate::types::{SeqNo, ShardId};
 use crate::wal::format::{BATCH_HEADER_LEN, BatchMeta, Schema, decode_header};
 use crate::wal::record::Record;
@@ -185,7 +185,7 @@ impl Wal {
         // it would let a power loss take acknowledged batches with the
         // name, so every name recovery adopts is made durable first.
         storage
-            .sync_dir(&dir)
+            .sync_dir_at(SyncPoint::LogOpenDir, &dir)
             .map_err(|e| TidalError::io("sync dir", &dir, e))?;
         let (segments, report) = (rec.segments, rec.report);
         let log_end = report.last.map_or(SeqNo(0), |m| m.last_seqno());
@@ -295,9 +295,8 @@ impl Wal {
     /// earlier segments were synced when they rolled).
     pub fn sync(&self) -> Result<()> {
         match &self.current {
-            Some(c) => c
-                .file
-                .sync_data()
+            Some(c) => (self.storage)
+                .sync_file(SyncPoint::LogAppend, c.file.as_ref())
                 .map_err(|e| TidalError::io("sync segment", &c.path, e)),
             None => Ok(()),
         }
@@ -325,7 +324,7 @@ impl Wal {
         }
         if removed {
             self.storage
-                .sync_dir(&self.dir)
+                .sync_dir_at(SyncPoint::LogRetireDir, &self.dir)
                 .map_err(|e| TidalError::io("sync dir", &self.dir, e))?;
         }
         Ok(freed_bytes)
@@ -373,14 +372,15 @@ impl Wal {
         }
         if !later.is_empty() {
             self.storage
-                .sync_dir(&self.dir)
+                .sync_dir_at(SyncPoint::LogCutDir, &self.dir)
                 .map_err(|e| TidalError::io("sync dir", &self.dir, e))?;
         }
         let mut end = len;
         while end > offset {
             let start = end.saturating_sub(CUT_CHUNK_BYTES).max(offset);
             zero_fill(file.as_ref(), &path, start, end)?;
-            file.sync_data()
+            (self.storage)
+                .sync_file(SyncPoint::LogCutFile, file.as_ref())
                 .map_err(|e| TidalError::io("sync segment", &path, e))?;
             end = start;
         }
@@ -432,8 +432,8 @@ impl Wal {
     /// Syncs the current segment, then creates the next, named `first`.
     fn roll(&mut self, first: SeqNo) -> Result<()> {
         if let Some(c) = &self.current {
-            c.file
-                .sync_data()
+            (self.storage)
+                .sync_file(SyncPoint::LogRoll, c.file.as_ref())
                 .map_err(|e| TidalError::io("sync segment", &c.path, e))?;
         }
         let ready = self
@@ -549,7 +549,7 @@ fn ensure_dir(storage: &dyn Storage, data_dir: &Path, dir: &Path) -> Result<()> 
         .map_err(|e| TidalError::io("create dir", dir, e))?;
     for d in [dir.parent().unwrap_or(data_dir), data_dir] {
         storage
-            .sync_dir(d)
+            .sync_dir_at(SyncPoint::LogCreateDirs, d)
             .map_err(|e| TidalError::io("sync dir", d, e))?;
     }
     Ok(())

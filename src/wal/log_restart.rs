@@ -41,7 +41,7 @@ impl Wal {
                 .map_err(|e| TidalError::io("remove segment", &info.path, e))?;
         }
         self.storage
-            .sync_dir(&self.dir)
+            .sync_dir_at(crate::storage::SyncPoint::LogRestartDir, &self.dir)
             .map_err(|e| TidalError::io("sync dir", &self.dir, e))?;
         self.next_seqno = seqno.next();
         Ok(())

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::RecoveryMode;
 use crate::error::{Result, TidalError};
-use crate::storage::{OpenMode, Storage};
+use crate::storage::{OpenMode, Storage, SyncPoint};
 use crate::types::SeqNo;
 use crate::wal::format::{
     BATCH_HEADER_LEN, BATCH_MAGIC, BatchMeta, decode_header, decode_records, verify_crc,
@@ -388,7 +388,8 @@ fn cut_segment(cfg: &LogConfig, path: &Path, first: SeqNo, offset: u64, len: u64
         file.write_all_at(&encode_segment_header(cfg.shard, first), 0)
             .map_err(|e| TidalError::io("write segment header", path, e))?;
     }
-    file.sync_data()
+    (cfg.storage)
+        .sync_file(SyncPoint::RecoveryCutFile, file.as_ref())
         .map_err(|e| TidalError::io("sync segment", path, e))
 }
 
@@ -409,7 +410,7 @@ fn set_aside(
             k += 1;
         }
         cfg.storage
-            .rename(path, &to)
+            .rename_at(SyncPoint::RecoveryDamagedRename, path, &to)
             .map_err(|e| TidalError::io("rename damaged segment", path, e))?;
         let reason = format!(
             "after a point-in-time stop in an earlier segment; kept as {}",
@@ -424,7 +425,7 @@ fn set_aside(
         });
     }
     cfg.storage
-        .sync_dir(dir)
+        .sync_dir_at(SyncPoint::RecoveryDamagedDir, dir)
         .map_err(|e| TidalError::io("sync dir", dir, e))
 }
 

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use crate::codec::{DecodeError, Put, Reader};
 use crate::error::{Result, TidalError};
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{OpenMode, Storage, StorageFile, SyncPoint};
 use crate::types::{SeqNo, ShardId};
 use crate::wal::format::{BATCH_HEADER_LEN, decode_header};
 
@@ -146,10 +146,11 @@ pub fn create_segment(
         header_len,
         segment_bytes.max(header_len),
     )?;
-    file.sync_data()
+    storage
+        .sync_file(SyncPoint::SegmentFile, file.as_ref())
         .map_err(|e| TidalError::io("sync segment", &path, e))?;
     storage
-        .sync_dir(dir)
+        .sync_dir_at(SyncPoint::SegmentDir, dir)
         .map_err(|e| TidalError::io("sync dir", dir, e))?;
     Ok((path, file))
 }
@@ -159,8 +160,8 @@ pub fn create_segment(
 /// it was being zero-filled) is removed when the log opens.
 pub const SPARE_NAME: &str = "spare.prealloc";
 
-/// Creates the spare segment: zero-filled to `segment_bytes`, synced, its
-/// directory entry synced. Runs off the commit path, so a roll costs a
+/// Creates the spare segment: zero-filled to `segment_bytes` and synced.
+/// Runs off the commit path, so a roll costs a
 /// rename and a header write instead of zero-filling a whole segment.
 pub fn create_spare(storage: &dyn Storage, dir: &Path, segment_bytes: u64) -> Result<PathBuf> {
     let path = dir.join(SPARE_NAME);
@@ -178,11 +179,13 @@ pub fn create_spare(storage: &dyn Storage, dir: &Path, segment_bytes: u64) -> Re
         0,
         segment_bytes.max(SEGMENT_HEADER_LEN as u64),
     )?;
-    file.sync_data()
-        .map_err(|e| TidalError::io("sync spare segment", &path, e))?;
     storage
-        .sync_dir(dir)
-        .map_err(|e| TidalError::io("sync dir", dir, e))?;
+        .sync_file(SyncPoint::SpareFile, file.as_ref())
+        .map_err(|e| TidalError::io("sync spare segment", &path, e))?;
+    // Its directory entry is not synced: a spare that a crash takes is
+    // never missed (the log removes a leftover one when it opens, and
+    // builds a new one), and `adopt_spare` syncs the directory after the
+    // rename that gives it a segment name.
     Ok(path)
 }
 
@@ -199,17 +202,18 @@ pub fn adopt_spare(
 ) -> Result<(PathBuf, Box<dyn StorageFile>)> {
     let path = dir.join(segment_name(first));
     storage
-        .rename(spare, &path)
+        .rename_at(SyncPoint::SpareRename, spare, &path)
         .map_err(|e| TidalError::io("rename spare segment", spare, e))?;
     let file = storage
         .open(&path, OpenMode::ReadWrite)
         .map_err(|e| TidalError::io("open segment", &path, e))?;
     file.write_all_at(&encode_segment_header(shard, first), 0)
         .map_err(|e| TidalError::io("write segment header", &path, e))?;
-    file.sync_data()
+    storage
+        .sync_file(SyncPoint::SpareAdoptFile, file.as_ref())
         .map_err(|e| TidalError::io("sync segment", &path, e))?;
     storage
-        .sync_dir(dir)
+        .sync_dir_at(SyncPoint::SpareAdoptDir, dir)
         .map_err(|e| TidalError::io("sync dir", dir, e))?;
     Ok((path, file))
 }

@@ -1,8 +1,8 @@
 //! What a crash leaves of a file's unsynced writes, per [`CrashMode`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use super::{CrashMode, Ino, Node, Op, PAGE_BYTES, SimStorage};
+use super::{CrashMode, Node, Op, PAGE_BYTES};
 
 /// splitmix64 (Steele, Lea, Flood 2014): tiny, deterministic, good enough to
 /// pick which writes a simulated crash keeps.
@@ -125,39 +125,5 @@ impl Node {
         }
         out.truncate(len);
         out
-    }
-}
-
-impl SimStorage {
-    /// Simulates a power loss: rebuilds the file system from what was
-    /// durable (plus what `mode` lets through) and invalidates every open
-    /// handle and lock.
-    pub fn crash(&self, mode: CrashMode) {
-        let mut g = self.inner();
-        let inner = &mut *g;
-        let mut rng = SplitMix64(match mode {
-            CrashMode::DropUnsynced => 0,
-            CrashMode::TornPrefix { seed } | CrashMode::RandomPages { seed } => seed,
-        });
-        let keep: BTreeSet<Ino> = inner.durable_names.values().copied().collect();
-        let mut nodes = BTreeMap::new();
-        for ino in keep {
-            if let Some(node) = inner.nodes.get(&ino) {
-                let data = node.after_crash(mode, &mut rng);
-                nodes.insert(
-                    ino,
-                    Node {
-                        synced: data.clone(),
-                        data,
-                        unsynced: Vec::new(),
-                        open_handles: 0,
-                    },
-                );
-            }
-        }
-        inner.nodes = nodes;
-        inner.names = inner.durable_names.clone();
-        inner.locks.clear();
-        inner.generation += 1;
     }
 }

@@ -140,6 +140,12 @@ impl StorageFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.with(|g, ino| {
+            if let Some(msg) = g.points.writeback_error.take() {
+                // Writeback failed: the pages are clean now, their data
+                // never reached the disk, and no later sync will send it.
+                node(g, ino)?.unsynced.clear();
+                return Err(io::Error::other(msg));
+            }
             g.check_fault(FaultKind::SyncData, &[&self.path])?;
             let n = node(g, ino)?;
             // Replaying the pending writes costs what was written since the

@@ -10,8 +10,9 @@
 //!   on its parent directory. Names are kept twice: the current namespace and
 //!   the durable one. Files are inodes, so a rename moves the data and an
 //!   unlinked file stays readable through handles opened before.
-//! - Directories are durable as soon as `create_dir_all` returns (kept simple:
-//!   the database creates its directories once, at open).
+//! - A directory's creation is durable only after `sync_dir` on its
+//!   parent, like a file's; a crash drops a directory that is not (and
+//!   everything in it). Directories are never removed.
 //!
 //! [`SimStorage::crash`] rebuilds the file system from the durable namespace
 //! and, per file, from the synced content plus whatever part of the unsynced
@@ -21,7 +22,9 @@
 //!
 //! Faults ([`SimStorage::fail_next`], [`SimStorage::fail_always`]) make a
 //! matching call fail without touching anything; a failed `sync_data` leaves
-//! the data unsynced. [`SimStorage::set_capacity_bytes`] turns growth past a
+//! the data unsynced. [`SimStorage::fail_at`] fails the call at a named
+//! [`SyncPoint`](crate::storage::SyncPoint) instead, and
+//! [`SimStorage::disable_sync`] skips one (the test-only switch). [`SimStorage::set_capacity_bytes`] turns growth past a
 //! byte budget into `StorageFull`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,8 +36,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use super::{OpenMode, Storage, StorageFile, StorageLock};
 
 mod crash;
+mod faults;
 mod handle;
 
+use crash::SplitMix64;
+pub use faults::FaultKind;
+use faults::{Fault, PointFaults};
 use handle::{SimFile, SimLock};
 
 /// Page size of the simulated page cache, for [`CrashMode::RandomPages`].
@@ -77,44 +84,6 @@ pub enum CrashMode {
     },
 }
 
-/// Which call an injected fault makes fail.
-///
-/// ```
-/// use tidal::storage::{FaultKind, OpenMode, Storage};
-/// let fs = tidal::SimStorage::default();
-/// let f = fs.open("/wal".as_ref(), OpenMode::CreateNew).unwrap();
-/// fs.fail_next(FaultKind::SyncData, "wal");
-/// assert!(f.sync_data().is_err());
-/// assert!(f.sync_data().is_ok()); // fail_next fires once
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultKind {
-    /// `write_all_at` and `set_len` on a file (matched against the path the
-    /// handle was opened with).
-    Write,
-    /// `sync_data` on a file (matched like `Write`).
-    SyncData,
-    /// `sync_dir` on a directory.
-    SyncDir,
-    /// `rename` (matched against either path).
-    Rename,
-    /// `open` with [`OpenMode::CreateNew`].
-    Create,
-    /// `remove_file`.
-    Remove,
-    /// `open` with [`OpenMode::Read`] or [`OpenMode::ReadWrite`].
-    Open,
-}
-
-#[derive(Debug)]
-struct Fault {
-    kind: FaultKind,
-    path_contains: String,
-    once: bool,
-    /// Matching calls let through before this one fires.
-    skip: u64,
-}
-
 /// A change to a file not yet made durable by `sync_data`.
 #[derive(Debug)]
 enum Op {
@@ -135,6 +104,7 @@ type Ino = u64;
 #[derive(Default)]
 struct Inner {
     dirs: BTreeSet<PathBuf>,
+    durable_dirs: BTreeSet<PathBuf>,
     names: BTreeMap<PathBuf, Ino>,
     durable_names: BTreeMap<PathBuf, Ino>,
     nodes: BTreeMap<Ino, Node>,
@@ -142,6 +112,7 @@ struct Inner {
     generation: u64,
     locks: BTreeSet<PathBuf>,
     faults: Vec<Fault>,
+    points: PointFaults,
     capacity_bytes: Option<u64>,
     sync_count: u64,
 }
@@ -184,33 +155,6 @@ impl Inner {
         path.as_os_str().is_empty()
             || (path.has_root() && path.parent().is_none())
             || self.dirs.contains(path)
-    }
-
-    fn check_fault(&mut self, kind: FaultKind, paths: &[&Path]) -> io::Result<()> {
-        let hit = self.faults.iter().position(|f| {
-            f.kind == kind
-                && paths
-                    .iter()
-                    .any(|p| p.to_string_lossy().contains(&f.path_contains))
-        });
-        if let Some(i) = hit {
-            if self.faults[i].skip > 0 {
-                self.faults[i].skip -= 1;
-                return Ok(());
-            }
-            let once = self.faults[i].once;
-            if once {
-                self.faults.remove(i);
-            }
-            return Err(io::Error::other(format!(
-                "injected {kind:?} fault on {}",
-                paths
-                    .first()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            )));
-        }
-        Ok(())
     }
 
     fn stored_bytes(&self) -> u64 {
@@ -263,37 +207,55 @@ impl SimStorage {
         lock_inner(&self.shared)
     }
 
-    /// Makes the next call of `kind` on a path containing `path_contains`
-    /// fail with an I/O error (an empty string matches every path).
-    pub fn fail_next(&self, kind: FaultKind, path_contains: &str) {
-        self.add_fault(kind, path_contains, true, 0);
-    }
-
-    /// Makes every call of `kind` on a path containing `path_contains` fail
-    /// until [`SimStorage::clear_faults`].
-    pub fn fail_always(&self, kind: FaultKind, path_contains: &str) {
-        self.add_fault(kind, path_contains, false, 0);
-    }
-
-    /// Lets `n` calls of `kind` on a path containing `path_contains`
-    /// through, then makes the next one fail (once): a fault in the middle
-    /// of a sequence of operations, at a chosen step.
-    pub fn fail_after(&self, n: u64, kind: FaultKind, path_contains: &str) {
-        self.add_fault(kind, path_contains, true, n);
-    }
-
-    fn add_fault(&self, kind: FaultKind, path_contains: &str, once: bool, skip: u64) {
-        self.inner().faults.push(Fault {
-            kind,
-            path_contains: path_contains.to_string(),
-            once,
-            skip,
+    /// Simulates a power loss: rebuilds the file system from what was
+    /// durable (plus what `mode` lets through) and invalidates every open
+    /// handle and lock.
+    pub fn crash(&self, mode: CrashMode) {
+        let mut g = self.inner();
+        let inner = &mut *g;
+        let mut rng = SplitMix64(match mode {
+            CrashMode::DropUnsynced => 0,
+            CrashMode::TornPrefix { seed } | CrashMode::RandomPages { seed } => seed,
         });
-    }
-
-    /// Removes every injected fault.
-    pub fn clear_faults(&self) {
-        self.inner().faults.clear();
+        let keep: BTreeSet<Ino> = inner.durable_names.values().copied().collect();
+        let mut nodes = BTreeMap::new();
+        for ino in keep {
+            if let Some(node) = inner.nodes.get(&ino) {
+                let data = node.after_crash(mode, &mut rng);
+                nodes.insert(
+                    ino,
+                    Node {
+                        synced: data.clone(),
+                        data,
+                        unsynced: Vec::new(),
+                        open_handles: 0,
+                    },
+                );
+            }
+        }
+        inner.nodes = nodes;
+        // A directory survives if it and every ancestor were made durable.
+        let durable_dirs = inner.durable_dirs.clone();
+        let survives = |dir: &Path| {
+            dir.ancestors()
+                .take_while(|a| !a.as_os_str().is_empty() && a.parent().is_some())
+                .all(|a| durable_dirs.contains(a))
+        };
+        inner.dirs.retain(|d| survives(d));
+        inner.durable_dirs.retain(|d| survives(d));
+        let names: BTreeMap<PathBuf, Ino> = inner
+            .durable_names
+            .iter()
+            .filter(|(p, _)| survives(&parent_of(p)))
+            .map(|(p, &i)| (p.clone(), i))
+            .collect();
+        inner
+            .nodes
+            .retain(|ino, _| names.values().any(|i| i == ino));
+        inner.durable_names = names.clone();
+        inner.names = names;
+        inner.locks.clear();
+        inner.generation += 1;
     }
 
     /// Caps the bytes stored in live files: a write or `set_len` that would
@@ -330,7 +292,9 @@ impl SimStorage {
         let path = norm(path.as_ref());
         let mut g = self.inner();
         let mut dir = parent_of(&path);
-        while !dir.as_os_str().is_empty() && g.dirs.insert(dir.clone()) {
+        while !dir.as_os_str().is_empty() && !g.dir_exists(&dir) {
+            g.dirs.insert(dir.clone());
+            g.durable_dirs.insert(dir.clone());
             dir = parent_of(&dir);
         }
         let node = Node {
@@ -339,7 +303,7 @@ impl SimStorage {
             unsynced: Vec::new(),
             open_handles: 0,
         };
-        let ino = match g.names.get(&path).copied() {
+        match g.names.get(&path).copied() {
             Some(ino) => {
                 let open_handles = g.nodes.get(&ino).map_or(0, |n| n.open_handles);
                 g.nodes.insert(
@@ -349,16 +313,17 @@ impl SimStorage {
                         ..node
                     },
                 );
-                ino
+                if let Some(old) = g.durable_names.insert(path, ino) {
+                    g.collect(old);
+                }
             }
             None => {
                 let ino = g.new_node(node);
                 g.names.insert(path.clone(), ino);
-                ino
+                if let Some(old) = g.durable_names.insert(path, ino) {
+                    g.collect(old);
+                }
             }
-        };
-        if let Some(old) = g.durable_names.insert(path, ino) {
-            g.collect(old);
         }
     }
 
@@ -534,11 +499,25 @@ impl Storage for SimStorage {
             .map(|(p, &i)| (p.clone(), i))
             .collect();
         g.durable_names.extend(now);
+        let child_dirs: Vec<PathBuf> = g.dirs.iter().filter(|d| in_dir(d)).cloned().collect();
+        g.durable_dirs.extend(child_dirs);
         for ino in dropped {
             g.collect(ino);
         }
         g.sync_count += 1;
         Ok(())
+    }
+
+    fn sync_file(&self, point: super::SyncPoint, file: &dyn StorageFile) -> io::Result<()> {
+        self.sync_file_at(point, file)
+    }
+
+    fn sync_dir_at(&self, point: super::SyncPoint, path: &Path) -> io::Result<()> {
+        self.sync_dir_at_point(point, path)
+    }
+
+    fn rename_at(&self, point: super::SyncPoint, from: &Path, to: &Path) -> io::Result<()> {
+        self.rename_at_point(point, from, to)
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn StorageLock>> {

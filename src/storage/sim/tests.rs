@@ -9,6 +9,7 @@ fn p(s: &str) -> PathBuf {
 fn with_durable_file(bytes: &[u8]) -> Arc<SimStorage> {
     let sim = SimStorage::new();
     sim.create_dir_all(&p("/d")).unwrap();
+    sim.sync_dir(&p("/")).unwrap();
     let f = sim.open(&p("/d/f"), OpenMode::CreateNew).unwrap();
     f.write_all_at(bytes, 0).unwrap();
     f.sync_data().unwrap();
@@ -33,6 +34,7 @@ fn synced_write_survives_and_unsynced_write_does_not() {
 fn created_file_without_dir_sync_vanishes() {
     let sim = SimStorage::new();
     sim.create_dir_all(&p("/d")).unwrap();
+    sim.sync_dir(&p("/")).unwrap();
     let f = sim.open(&p("/d/new"), OpenMode::CreateNew).unwrap();
     f.write_all_at(b"data", 0).unwrap();
     f.sync_data().unwrap();
@@ -40,7 +42,7 @@ fn created_file_without_dir_sync_vanishes() {
     assert_eq!(sim.list_dir(&p("/d")).unwrap(), vec!["new".to_string()]);
     sim.crash(CrashMode::DropUnsynced);
     assert!(!sim.exists(&p("/d/new")));
-    assert!(sim.exists(&p("/d")), "directories are durable at once");
+    assert!(sim.exists(&p("/d")), "its directory was synced in /");
     assert!(sim.list_dir(&p("/d")).unwrap().is_empty());
 }
 
@@ -181,6 +183,7 @@ fn fail_next_fires_once_and_fail_always_until_cleared() {
 fn capacity_gives_storage_full() {
     let sim = SimStorage::new();
     sim.create_dir_all(&p("/d")).unwrap();
+    sim.sync_dir(&p("/")).unwrap();
     sim.set_capacity_bytes(Some(10));
     let f = sim.open(&p("/d/f"), OpenMode::CreateNew).unwrap();
     f.write_all_at(&[1; 8], 0).unwrap();
@@ -200,6 +203,7 @@ fn capacity_gives_storage_full() {
 fn lock_is_exclusive_until_dropped_or_crash() {
     let sim = SimStorage::new();
     sim.create_dir_all(&p("/d")).unwrap();
+    sim.sync_dir(&p("/")).unwrap();
     let l = sim.lock(&p("/d/LOCK")).unwrap();
     let e = sim.lock(&p("/d//LOCK")).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
@@ -258,6 +262,8 @@ fn after_full_sync_no_crash_mode_loses_anything() {
         let mut rng = SplitMix64(seed);
         let sim = SimStorage::new();
         sim.create_dir_all(&p("/d")).unwrap();
+        sim.sync_dir(&p("/")).unwrap();
+        sim.sync_dir(&p("/")).unwrap();
         for step in 0..60 {
             let name = p(&format!("/d/f{}", rng.up_to(3)));
             let other = p(&format!("/d/f{}", rng.up_to(3)));
@@ -306,4 +312,92 @@ fn after_full_sync_no_crash_mode_loses_anything() {
             .collect();
         assert_eq!(before, after, "seed {seed}");
     }
+}
+
+#[test]
+fn faults_at_a_point_fire_once_there_and_a_writeback_error_loses_the_data() {
+    use crate::storage::SyncPoint;
+    let sim = with_durable_file(b"old");
+    let f = sim.open(&p("/d/f"), OpenMode::ReadWrite).unwrap();
+    f.write_all_at(b"new", 0).unwrap();
+    sim.fail_at(SyncPoint::LogAppend, FaultKind::Write);
+    sim.fail_at(SyncPoint::SnapshotDir, FaultKind::DiskFull);
+    sim.fail_at(SyncPoint::SnapshotRename, FaultKind::Rename);
+    // Other points are untouched.
+    sim.sync_dir_at(SyncPoint::MetaDir, &p("/d")).unwrap();
+    let e = sim.sync_file(SyncPoint::LogAppend, f.as_ref()).unwrap_err();
+    assert!(e.to_string().contains("LogAppend"), "{e}");
+    // The retry "succeeds", but the data is gone: no silent retry can save it.
+    sim.sync_file(SyncPoint::LogAppend, f.as_ref()).unwrap();
+    let e = sim
+        .sync_dir_at(SyncPoint::SnapshotDir, &p("/d"))
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+    assert!(
+        sim.rename_at(SyncPoint::SnapshotRename, &p("/d/f"), &p("/d/g"))
+            .is_err()
+    );
+    assert_eq!(
+        sim.read("/d/f").unwrap(),
+        b"new",
+        "a failed rename changes nothing"
+    );
+    assert_eq!(sim.sync_point_hits(SyncPoint::LogAppend), 2);
+    sim.crash(CrashMode::DropUnsynced);
+    assert_eq!(sim.read("/d/f").unwrap(), b"old");
+}
+
+#[test]
+fn a_disabled_point_syncs_nothing_until_enabled() {
+    use crate::storage::SyncPoint;
+    let sim = with_durable_file(b"old");
+    let f = sim.open(&p("/d/f"), OpenMode::ReadWrite).unwrap();
+    sim.disable_sync(SyncPoint::SegmentDir);
+    sim.open(&p("/d/g"), OpenMode::CreateNew).unwrap();
+    sim.sync_dir_at(SyncPoint::SegmentDir, &p("/d")).unwrap();
+    f.write_all_at(b"new", 0).unwrap();
+    sim.sync_file(SyncPoint::LogAppend, f.as_ref()).unwrap();
+    sim.crash(CrashMode::DropUnsynced);
+    assert_eq!(
+        sim.read("/d/f").unwrap(),
+        b"new",
+        "another point still syncs"
+    );
+    assert!(!sim.exists(&p("/d/g")), "the disabled point synced nothing");
+    sim.enable_all_syncs();
+    sim.open(&p("/d/g"), OpenMode::CreateNew).unwrap();
+    sim.sync_dir_at(SyncPoint::SegmentDir, &p("/d")).unwrap();
+    sim.crash(CrashMode::DropUnsynced);
+    assert!(sim.exists(&p("/d/g")));
+}
+
+#[test]
+#[should_panic(expected = "cannot be skipped")]
+fn a_rename_point_cannot_be_disabled() {
+    SimStorage::default().disable_sync(crate::storage::SyncPoint::SnapshotRename);
+}
+
+#[test]
+fn created_dir_without_parent_sync_vanishes_with_its_files() {
+    let sim = SimStorage::new();
+    sim.create_dir_all(&p("/a/b")).unwrap();
+    let f = sim.open(&p("/a/b/f"), OpenMode::CreateNew).unwrap();
+    f.write_all_at(b"data", 0).unwrap();
+    f.sync_data().unwrap();
+    sim.sync_dir(&p("/a/b")).unwrap();
+    // `b` is durable in `a`, but `a` is not in `/`.
+    sim.sync_dir(&p("/a")).unwrap();
+    sim.crash(CrashMode::DropUnsynced);
+    assert!(!sim.exists(&p("/a")));
+    assert!(!sim.exists(&p("/a/b/f")));
+
+    sim.create_dir_all(&p("/a/b")).unwrap();
+    let f = sim.open(&p("/a/b/f"), OpenMode::CreateNew).unwrap();
+    f.write_all_at(b"data", 0).unwrap();
+    f.sync_data().unwrap();
+    for d in ["/a/b", "/a", "/"] {
+        sim.sync_dir(&p(d)).unwrap();
+    }
+    sim.crash(CrashMode::DropUnsynced);
+    assert_eq!(sim.read("/a/b/f").unwrap(), b"data");
 }
