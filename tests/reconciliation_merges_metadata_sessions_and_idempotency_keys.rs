@@ -1,5 +1,5 @@
-//! Failover with reconciliation of every kind of record (DESIGN.md section
-//! 7): the old leader L takes metadata upserts, an embedding, a delete,
+//! Failover over TCP loopback with reconciliation of every kind of record
+//! (DESIGN.md section 7): the old leader L takes metadata upserts, an embedding, a delete,
 //! session events, a new session, keyed requests and signals that its
 //! follower F never gets; F is promoted and writes over some of them; L
 //! rejoins with `open_follower` and F merges L's suffix.
@@ -20,12 +20,26 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tidal::{
-    ClusterConfig, Config, Durability, EntityId, Epoch, InProcessTransport, NodeId, NodeRole,
-    ReconcileConflict, Search, SessionId, TidalDb, TidalError, Timestamp, UserId, WriteBatch,
+    ClusterConfig, Config, Durability, EntityId, Epoch, NodeId, NodeRole, ReconcileConflict,
+    Search, SessionId, TcpOptions, TcpTransport, TidalDb, TidalError, Timestamp, Transport, UserId,
+    WriteBatch,
 };
+
+const SECRET: &[u8] = b"reconciliation over tcp, test secret";
+
+fn connector(addr: &str) -> Arc<dyn Transport> {
+    TcpTransport::connector(addr.to_string(), SECRET, TcpOptions::default()).unwrap()
+}
+
+fn listener() -> (Arc<dyn Transport>, String) {
+    let l = TcpTransport::bind("127.0.0.1:0", SECRET, TcpOptions::default()).unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    (l, addr)
+}
 
 fn config(dir: &Path, node: u64, role: NodeRole) -> Config {
     Config::builder(dir)
@@ -120,9 +134,10 @@ async fn every_kind_of_record_is_merged_once() {
     let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let now = Timestamp::now();
     let mut model = Model::new();
-    let t1 = InProcessTransport::new();
-    let l = TidalDb::open_leader(config(ld.path(), 1, NodeRole::Leader), t1.clone()).unwrap();
-    let f = TidalDb::open_follower(config(fd.path(), 2, NodeRole::Follower), t1.clone()).unwrap();
+    let (l_listener, l_addr) = listener();
+    let l = TidalDb::open_leader(config(ld.path(), 1, NodeRole::Leader), l_listener).unwrap();
+    let f = TidalDb::open_follower(config(fd.path(), 2, NodeRole::Follower), connector(&l_addr))
+        .unwrap();
 
     // Shipped to F.
     let mut b = WriteBatch::new()
@@ -170,9 +185,10 @@ async fn every_kind_of_record_is_merged_once() {
 
     // F is promoted and writes, later in time than all of L's writes.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let t2 = InProcessTransport::new();
-    let f = TidalDb::open_follower(config(fd.path(), 2, NodeRole::Follower), t2.clone()).unwrap();
-    let f = f.promote(Epoch(2)).unwrap();
+    let f = TidalDb::open_follower(config(fd.path(), 2, NodeRole::Follower), connector(&l_addr))
+        .unwrap();
+    let (f_listener, f_addr) = listener();
+    let f = f.promote_on(Epoch(2), f_listener).unwrap();
     let mut b = WriteBatch::new()
         .write_item(EntityId(1), None, &[("title", "F")])
         .write_item(EntityId(2), None, &[("title", "again")])
@@ -194,7 +210,8 @@ async fn every_kind_of_record_is_merged_once() {
     *model.entry(13).or_default() += 1;
 
     // L rejoins: cut, handed over, merged, replicated back.
-    let l = TidalDb::open_follower(config(ld.path(), 1, NodeRole::Follower), t2.clone()).unwrap();
+    let l = TidalDb::open_follower(config(ld.path(), 1, NodeRole::Follower), connector(&f_addr))
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while f.status().last_reconcile.is_none_or(|r| r.suffixes == 0) {
         assert!(Instant::now() < deadline, "{:?}", f.status());
