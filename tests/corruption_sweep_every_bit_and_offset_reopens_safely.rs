@@ -9,10 +9,11 @@
 //! Flipped: every bit of `META` and of all framing (segment headers,
 //! batch headers, the snapshot header, section framings and CRCs), and
 //! one bit of every other byte (bit `offset % 8`: payloads and the
-//! zero-filled tail). Flipping all eight bits of every payload byte is
-//! the same code path eight times and would take about a minute (a reopen
-//! costs about 0.4 ms, most of it allocating the empty score index), so
-//! the sweep stays near ten seconds on two threads.
+//! zero-filled tail), so the normal run stays near ten seconds on two
+//! threads (a reopen costs about 0.4 ms, most of it allocating the empty
+//! score index). Every bit of every file (156,078 cases for the
+//! three-segment layout, about 30 s) is behind `--ignored`:
+//! `cargo test --release --test corruption_sweep_every_bit_and_offset_reopens_safely -- --ignored`.
 //!
 //! No reopen may panic, and each must end in exactly the outcome an oracle
 //! derives from the documented recovery rules (`src/wal/recovery.rs`,
@@ -484,8 +485,9 @@ fn check(p: &Pristine, want: &Expect, got: Got) -> Result<(), String> {
 
 /// The bits flipped in one file: every bit of the framing (segment and batch headers; the snapshot header,
 /// section framings and CRCs; all of `META`) and one bit of every other
-/// byte (bit `offset % 8`), which keeps the sweep within seconds.
-fn bits_to_flip(p: &Pristine, path: &Path, bytes: &[u8]) -> Vec<usize> {
+/// byte (bit `offset % 8`), which keeps the sweep within seconds; with
+/// `all`, every bit of the file.
+fn bits_to_flip(p: &Pristine, path: &Path, bytes: &[u8], all: bool) -> Vec<usize> {
     let mut framing = vec![false; bytes.len()];
     let mut mark = |from: usize, len: usize| {
         let to = (from + len).min(framing.len());
@@ -510,7 +512,7 @@ fn bits_to_flip(p: &Pristine, path: &Path, bytes: &[u8]) -> Vec<usize> {
         mark(bytes.len() - 4, 4);
     }
     (0..bytes.len() * 8)
-        .filter(|bit| framing[bit / 8] || bit % 8 == (bit / 8) % 8)
+        .filter(|bit| all || framing[bit / 8] || bit % 8 == (bit / 8) % 8)
         .collect()
 }
 
@@ -524,10 +526,10 @@ struct Tally {
 
 /// Sweeps `files` of `p` (flips as [`bits_to_flip`] says, truncations at
 /// every offset) on two threads.
-fn sweep(p: &Pristine, files: &[&(PathBuf, Vec<u8>)]) -> Tally {
+fn sweep(p: &Pristine, files: &[&(PathBuf, Vec<u8>)], all_bits: bool) -> Tally {
     let mut cases = Vec::new();
     for (path, bytes) in files {
-        for bit in bits_to_flip(p, path, bytes) {
+        for bit in bits_to_flip(p, path, bytes, all_bits) {
             cases.push((path, bytes, Damage::Flip(bit)));
         }
         for t in 0..bytes.len() {
@@ -612,6 +614,18 @@ fn assert_clean(what: &str, p: &Pristine, t: &Tally) {
 /// snapshot and `META`.
 #[test]
 fn every_file_flipped_and_truncated_reopens_to_an_allowed_outcome() {
+    sweep_three_segments(false);
+}
+
+/// The same with every bit of every file flipped (about a minute):
+/// `cargo test --release --test corruption_sweep_every_bit_and_offset_reopens_safely -- --ignored`.
+#[test]
+#[ignore = "every bit of every file: about a minute"]
+fn every_bit_of_every_file_flipped_reopens_to_an_allowed_outcome() {
+    sweep_three_segments(true);
+}
+
+fn sweep_three_segments(all_bits: bool) {
     let p = build(30, [8, 26]);
     assert_eq!(p.segments.len(), 3, "{:?}", p.segments);
     let newest = p.snap_seqnos[1];
@@ -626,7 +640,7 @@ fn every_file_flipped_and_truncated_reopens_to_an_allowed_outcome() {
         })
         .collect();
     assert_eq!(swept.len(), 3 + 2 + 1, "{:?}", p.files);
-    let t = sweep(&p, &swept);
+    let t = sweep(&p, &swept, all_bits);
     assert_clean("all files", &p, &t);
     for class in [
         "prefix (torn tail)",
@@ -653,6 +667,6 @@ fn every_bit_of_a_last_segment_straddling_the_snapshot_reopens_to_an_allowed_out
         .iter()
         .filter(|(path, _)| *path == last.path)
         .collect();
-    let t = sweep(&p, &swept);
+    let t = sweep(&p, &swept, false);
     assert_clean("last segment", &p, &t);
 }
