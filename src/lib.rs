@@ -182,6 +182,20 @@
 //!   The rules are in `db/reconcile.rs` and `ReconcileReport`. A follower
 //!   sends every unmerged suffix it holds to each leader it joins, so a
 //!   second failover before a reconciliation finished loses nothing.
+//! - **The contract's `ReconciliationEngine` is `TidalDb::reconcile`** (and
+//!   the automatic run when a suffix arrives), not a separate type in
+//!   `crdt/`: it has to read the state and log through the commit path, so
+//!   it lives with the engine core (`db/reconcile.rs` runs it,
+//!   `db/reconcile_plan.rs` turns a suffix and the state into the records
+//!   to log), and the CRDT types in `crdt/` stay free of I/O.
+//! - **Reconciliation logs three record kinds of its own**: `Merge`
+//!   (a contribution), `Reconciled` (a register write with its origin
+//!   stamp; the codec allows only an upsert, embedding or delete inside)
+//!   and `MergedSessionEvent` (numbered when applied, once per origin
+//!   position). An idempotency key record carries its request's record
+//!   count and whether a reconciliation logged it, so a suffix's requests
+//!   can be told apart and a request retried here after a failover is
+//!   skipped instead of counted twice.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
