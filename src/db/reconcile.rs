@@ -46,6 +46,15 @@
 //!   stamp) than a delete of its entity, here or in the suffix: it was
 //!   deleted with it.
 //!
+//! Limits that bound client writes do not refuse merged records (nothing
+//! acknowledged is dropped for a limit): an entity may end with more
+//! metadata fields than `Limits::max_metadata_fields`, a session with more
+//! events than `max_session_events`; later client writes past the limit
+//! are refused as usual. Idempotency keys are the exception, since they go
+//! through the keyed write path: at capacity the key is not added and the
+//! conflict is reported. A merged key's time to live counts from the
+//! merge.
+//!
 //! Order: idempotency keys first, then register writes, sessions and user
 //! deletes in the suffix's order, then the contributions (so a suffix's
 //! delete never removes the signals it logged after it).
