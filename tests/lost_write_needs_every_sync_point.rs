@@ -6,14 +6,20 @@
 //! (`SimStorage::disable_sync`, the test-only switch) it loses an
 //! acknowledged write, diverges from the model, or fails to reopen.
 //!
-//! Points that do not guard durability on their own, and points this
-//! single-node scenario cannot reach (the replication paths: divergence
-//! cut, snapshot install, EPOCH, reconciliation; point-in-time recovery),
-//! are listed with the reason; the test checks that the three lists cover
-//! `SyncPoint::ALL` exactly once, so a new point cannot be forgotten, that
+//! Points that do not guard durability on their own, and points no
+//! lost-write scenario reaches (point-in-time recovery, renames), are
+//! listed with the reason; the replication points (divergence cut, snapshot
+//! install, EPOCH, reconciliation) are proved by
+//! `lost_write_replication_sync_points`, whose lists live in
+//! `sync_points/replication.rs`. The test checks that its three lists and
+//! those two cover `SyncPoint::ALL` exactly once, so a new point cannot be
+//! forgotten, that
 //! the scenario reaches every point it claims and none it says it does not,
 //! and that a "covered elsewhere" point really loses nothing when disabled
 //! (the claim is tested, not assumed).
+
+#[path = "sync_points/replication.rs"]
+mod replication;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -92,41 +98,12 @@ const COVERED_ELSEWHERE: &[(SyncPoint, &str)] = &[
     ),
 ];
 
-/// Points the single-node scenario does not reach; renames are not syncs
-/// and cannot be disabled (their failures are injected in
-/// `fault_at_each_named_point_poisons_and_recovers`).
+/// Points no lost-write scenario reaches; renames are not syncs and cannot
+/// be disabled (their failures are injected in
+/// `fault_at_each_named_point_poisons_and_recovers`). The replication
+/// points are proved in `lost_write_replication_sync_points`
+/// (`replication::GUARDS` and `replication::COVERED`).
 const NOT_REACHED: &[(SyncPoint, &str)] = &[
-    (
-        SyncPoint::LogCutDir,
-        "divergence cut after a failover (replication)",
-    ),
-    (
-        SyncPoint::LogCutFile,
-        "divergence cut after a failover (replication)",
-    ),
-    (
-        SyncPoint::SnapshotCutDir,
-        "divergence cut after a failover (replication)",
-    ),
-    (
-        SyncPoint::DivergedCreateDir,
-        "divergence cut after a failover (replication)",
-    ),
-    (
-        SyncPoint::DivergedFile,
-        "divergence cut after a failover (replication)",
-    ),
-    (
-        SyncPoint::DivergedDir,
-        "divergence cut after a failover (replication)",
-    ),
-    (
-        SyncPoint::LogRestartDir,
-        "a follower installing a leader's snapshot",
-    ),
-    (SyncPoint::EpochFile, "a follower told of a higher epoch"),
-    (SyncPoint::EpochDir, "a follower told of a higher epoch"),
-    (SyncPoint::MergedDir, "reconciliation of a diverged suffix"),
     (
         SyncPoint::RecoveryDamagedDir,
         "point-in-time recovery over damage",
@@ -359,12 +336,19 @@ fn every_sync_point_is_needed_against_lost_writes() {
         .copied()
         .chain(COVERED_ELSEWHERE.iter().map(|(p, _)| *p))
         .chain(NOT_REACHED.iter().map(|(p, _)| *p))
+        .chain(replication::GUARDS.iter().copied())
+        .chain(replication::COVERED.iter().map(|(p, _)| *p))
         .collect();
     listed.sort();
     let mut all = SyncPoint::ALL.to_vec();
     all.sort();
     assert_eq!(listed, all, "every point is listed exactly once");
-    for (p, _) in NOT_REACHED {
+    for p in NOT_REACHED
+        .iter()
+        .map(|(p, _)| p)
+        .chain(replication::GUARDS)
+        .chain(replication::COVERED.iter().map(|(p, _)| p))
+    {
         assert!(
             p.kind() == PointKind::Rename || sim.sync_point_hits(*p) == 0,
             "{p} is reached: move it to GUARDS or COVERED_ELSEWHERE"
