@@ -102,7 +102,8 @@ const COVERED_ELSEWHERE: &[(SyncPoint, &str)] = &[
 /// be disabled (their failures are injected in
 /// `fault_at_each_named_point_poisons_and_recovers`). The replication
 /// points are proved in `lost_write_replication_sync_points`
-/// (`replication::GUARDS` and `replication::COVERED`).
+/// (`replication::GUARDS` and `replication::COVERED`; its renames,
+/// `replication::RENAMES`, are failed once each there).
 const NOT_REACHED: &[(SyncPoint, &str)] = &[
     (
         SyncPoint::RecoveryDamagedDir,
@@ -112,9 +113,6 @@ const NOT_REACHED: &[(SyncPoint, &str)] = &[
     (SyncPoint::RecoveryDamagedRename, "a rename"),
     (SyncPoint::SnapshotRename, "a rename"),
     (SyncPoint::MetaRename, "a rename"),
-    (SyncPoint::EpochRename, "a rename"),
-    (SyncPoint::DivergedRename, "a rename"),
-    (SyncPoint::MergedRename, "a rename"),
 ];
 
 type Model = BTreeMap<u64, i64>;
@@ -338,6 +336,7 @@ fn every_sync_point_is_needed_against_lost_writes() {
         .chain(NOT_REACHED.iter().map(|(p, _)| *p))
         .chain(replication::GUARDS.iter().copied())
         .chain(replication::COVERED.iter().map(|(p, _)| *p))
+        .chain(replication::RENAMES.iter().copied())
         .collect();
     listed.sort();
     let mut all = SyncPoint::ALL.to_vec();

@@ -36,3 +36,11 @@ pub const GUARDS: &[SyncPoint] = &[
     SyncPoint::DivergedFile,
     SyncPoint::DivergedDir,
 ];
+
+/// Replication renames: not syncs, so not switchable; made to fail once
+/// each by `a_failed_replication_rename_loses_nothing`.
+pub const RENAMES: &[SyncPoint] = &[
+    SyncPoint::EpochRename,
+    SyncPoint::DivergedRename,
+    SyncPoint::MergedRename,
+];
