@@ -6,18 +6,20 @@
 //! (`SimStorage::disable_sync`, the test-only switch) it loses an
 //! acknowledged write, diverges from the model, or fails to reopen.
 //!
-//! Points that do not guard durability on their own, and points no
-//! lost-write scenario reaches (point-in-time recovery, renames), are
-//! listed with the reason; the replication points (divergence cut, snapshot
+//! Points that do not guard durability on their own, and the renames
+//! (which cannot be disabled), are listed with the reason; the replication points (divergence cut, snapshot
 //! install, EPOCH, reconciliation) are proved by
-//! `lost_write_replication_sync_points`, whose lists live in
-//! `sync_points/replication.rs`. The test checks that its three lists and
-//! those two cover `SyncPoint::ALL` exactly once, so a new point cannot be
+//! `lost_write_replication_sync_points`, and the point-in-time one by
+//! `lost_write_point_in_time_sync_points`, whose lists live in
+//! `sync_points/`. The test checks that its three lists and those cover
+//! `SyncPoint::ALL` exactly once, so a new point cannot be
 //! forgotten, that
 //! the scenario reaches every point it claims and none it says it does not,
 //! and that a "covered elsewhere" point really loses nothing when disabled
 //! (the claim is tested, not assumed).
 
+#[path = "sync_points/point_in_time.rs"]
+mod point_in_time;
 #[path = "sync_points/replication.rs"]
 mod replication;
 
@@ -98,17 +100,13 @@ const COVERED_ELSEWHERE: &[(SyncPoint, &str)] = &[
     ),
 ];
 
-/// Points no lost-write scenario reaches; renames are not syncs and cannot
-/// be disabled (their failures are injected in
+/// Renames: they are not syncs and cannot be disabled (their failures are
+/// injected in
 /// `fault_at_each_named_point_poisons_and_recovers`). The replication
 /// points are proved in `lost_write_replication_sync_points`
 /// (`replication::GUARDS` and `replication::COVERED`; its renames,
 /// `replication::RENAMES`, are failed once each there).
 const NOT_REACHED: &[(SyncPoint, &str)] = &[
-    (
-        SyncPoint::RecoveryDamagedDir,
-        "point-in-time recovery over damage",
-    ),
     (SyncPoint::SpareRename, "a rename"),
     (SyncPoint::RecoveryDamagedRename, "a rename"),
     (SyncPoint::SnapshotRename, "a rename"),
@@ -337,6 +335,7 @@ fn every_sync_point_is_needed_against_lost_writes() {
         .chain(replication::GUARDS.iter().copied())
         .chain(replication::COVERED.iter().map(|(p, _)| *p))
         .chain(replication::RENAMES.iter().copied())
+        .chain(point_in_time::COVERED.iter().map(|(p, _)| *p))
         .collect();
     listed.sort();
     let mut all = SyncPoint::ALL.to_vec();
@@ -347,6 +346,7 @@ fn every_sync_point_is_needed_against_lost_writes() {
         .map(|(p, _)| p)
         .chain(replication::GUARDS)
         .chain(replication::COVERED.iter().map(|(p, _)| p))
+        .chain(point_in_time::COVERED.iter().map(|(p, _)| p))
     {
         assert!(
             p.kind() == PointKind::Rename || sim.sync_point_hits(*p) == 0,
