@@ -108,7 +108,6 @@ const COVERED_ELSEWHERE: &[(SyncPoint, &str)] = &[
 /// `replication::RENAMES`, are failed once each there).
 const NOT_REACHED: &[(SyncPoint, &str)] = &[
     (SyncPoint::SpareRename, "a rename"),
-    (SyncPoint::RecoveryDamagedRename, "a rename"),
     (SyncPoint::SnapshotRename, "a rename"),
     (SyncPoint::MetaRename, "a rename"),
 ];
@@ -336,6 +335,7 @@ fn every_sync_point_is_needed_against_lost_writes() {
         .chain(replication::COVERED.iter().map(|(p, _)| *p))
         .chain(replication::RENAMES.iter().copied())
         .chain(point_in_time::COVERED.iter().map(|(p, _)| *p))
+        .chain(point_in_time::RENAMES.iter().copied())
         .collect();
     listed.sort();
     let mut all = SyncPoint::ALL.to_vec();

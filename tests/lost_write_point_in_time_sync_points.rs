@@ -10,7 +10,8 @@
 //! after recovery, before anything is acknowledged. The test shows both
 //! halves: with `RecoveryDamagedDir` alone disabled nothing is lost; with
 //! `LogOpenDir` disabled too the crash undoes the renames, the set-aside
-//! segments come back into the log, and the strict open refuses it.
+//! segments come back into the log, and the strict open refuses it. The
+//! set-aside rename, made to fail once, is reported and redone.
 
 #[path = "sync_points/point_in_time.rs"]
 mod point_in_time;
@@ -19,8 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use point_in_time::COVERED;
-use tidal::storage::{CrashMode, SyncPoint};
+use point_in_time::{COVERED, RENAMES};
+use tidal::storage::{CrashMode, FaultKind, SyncPoint};
 use tidal::{
     Config, Durability, EntityId, ManualClock, RecoveryMode, SimStorage, TidalDb, Timestamp,
     WriteBatch,
@@ -63,7 +64,13 @@ fn write(db: &TidalDb, batches: u64, salt: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn scenario(disabled: &[SyncPoint]) -> Result<Arc<SimStorage>, String> {
+/// `disabled`: sync points switched off; `fail_rename`: the first rename
+/// that sets a segment aside fails (the open must report it, and the next
+/// open must do the same as one that never failed).
+fn scenario(
+    disabled: &[SyncPoint],
+    fail_rename: Option<SyncPoint>,
+) -> Result<(Arc<SimStorage>, Vec<i64>), String> {
     let sim = SimStorage::new();
     for p in disabled {
         sim.disable_sync(*p);
@@ -77,6 +84,17 @@ fn scenario(disabled: &[SyncPoint]) -> Result<Arc<SimStorage>, String> {
         *b ^= 0x5a;
     }
     sim.write_raw(Path::new(FIRST), &bytes);
+    if let Some(point) = fail_rename {
+        sim.fail_at(point, FaultKind::Rename);
+        match TidalDb::open(config(&sim, RecoveryMode::PointInTime)) {
+            Ok(_) => return Err("the failed rename was not reported".into()),
+            Err(e) if !e.to_string().contains(point.name()) => {
+                return Err(format!("the error does not name the point: {e}"));
+            }
+            Err(_) => {}
+        }
+        sim.crash(CrashMode::DropUnsynced);
+    }
     let db = TidalDb::open(config(&sim, RecoveryMode::PointInTime))
         .map_err(|e| format!("point-in-time open failed: {e}"))?;
     let at_stop = counts(&db);
@@ -97,12 +115,12 @@ fn scenario(disabled: &[SyncPoint]) -> Result<Arc<SimStorage>, String> {
             counts(&db)
         ));
     }
-    Ok(sim)
+    Ok((sim, want))
 }
 
 #[test]
 fn the_point_in_time_sync_point_is_covered_by_the_open() {
-    let sim = scenario(&[]).expect("with every sync point on nothing is lost");
+    let (sim, _) = scenario(&[], None).expect("with every sync point on nothing is lost");
     for (p, _) in COVERED {
         assert!(
             sim.sync_point_hits(*p) > 0,
@@ -110,13 +128,27 @@ fn the_point_in_time_sync_point_is_covered_by_the_open() {
         );
     }
     for &(p, why) in COVERED {
-        if let Err(e) = scenario(&[p]) {
+        if let Err(e) = scenario(&[p], None) {
             panic!("{p} was said to be covered ({why}) but: {e}");
         }
         // Not vacuous: without the covering sync the crash loses the renames.
-        match scenario(&[p, SyncPoint::LogOpenDir]) {
+        match scenario(&[p, SyncPoint::LogOpenDir], None) {
             Ok(_) => panic!("{p} and LogOpenDir disabled, nothing was lost"),
             Err(e) => eprintln!("{p} and LogOpenDir disabled: {e}"),
         }
+    }
+}
+
+/// The rename that sets a segment aside fails: the open reports it naming
+/// the point, and after a crash the next open ends as one that never
+/// failed (the same state at the stop, the new writes kept).
+#[test]
+fn a_failed_set_aside_rename_is_reported_and_redone() {
+    let (_, want) = scenario(&[], None).expect("with every sync point on nothing is lost");
+    for &point in RENAMES {
+        let (sim, got) =
+            scenario(&[], Some(point)).unwrap_or_else(|e| panic!("{point} failed once: {e}"));
+        assert!(sim.sync_point_hits(point) > 1, "{point} was retried");
+        assert_eq!(got, want, "{point}");
     }
 }

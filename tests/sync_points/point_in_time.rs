@@ -12,3 +12,7 @@ pub const COVERED: &[(SyncPoint, &str)] = &[(
      later segments aside, before anything is acknowledged; kept so the set-aside is durable on its own, \
      whatever the open does next",
 )];
+
+/// Renames, not switchable: failed once by
+/// `a_failed_set_aside_rename_is_reported_and_redone`.
+pub const RENAMES: &[SyncPoint] = &[SyncPoint::RecoveryDamagedRename];
