@@ -6,14 +6,22 @@
 //! (`SimStorage::disable_sync`, the test-only switch) it loses an
 //! acknowledged write, diverges from the model, or fails to reopen.
 //!
-//! Points that do not guard durability on their own, and points this
-//! single-node scenario cannot reach (the replication paths: divergence
-//! cut, snapshot install, EPOCH, reconciliation; point-in-time recovery),
-//! are listed with the reason; the test checks that the three lists cover
-//! `SyncPoint::ALL` exactly once, so a new point cannot be forgotten, that
+//! Points that do not guard durability on their own, and the renames
+//! (which cannot be disabled), are listed with the reason; the replication points (divergence cut, snapshot
+//! install, EPOCH, reconciliation) are proved by
+//! `lost_write_replication_sync_points`, and the point-in-time one by
+//! `lost_write_point_in_time_sync_points`, whose lists live in
+//! `sync_points/`. The test checks that its three lists and those cover
+//! `SyncPoint::ALL` exactly once, so a new point cannot be
+//! forgotten, that
 //! the scenario reaches every point it claims and none it says it does not,
 //! and that a "covered elsewhere" point really loses nothing when disabled
 //! (the claim is tested, not assumed).
+
+#[path = "sync_points/point_in_time.rs"]
+mod point_in_time;
+#[path = "sync_points/replication.rs"]
+mod replication;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -92,52 +100,16 @@ const COVERED_ELSEWHERE: &[(SyncPoint, &str)] = &[
     ),
 ];
 
-/// Points the single-node scenario does not reach; renames are not syncs
-/// and cannot be disabled (their failures are injected in
-/// `fault_at_each_named_point_poisons_and_recovers`).
+/// Renames: they are not syncs and cannot be disabled (their failures are
+/// injected in
+/// `fault_at_each_named_point_poisons_and_recovers`). The replication
+/// points are proved in `lost_write_replication_sync_points`
+/// (`replication::GUARDS` and `replication::COVERED`; its renames,
+/// `replication::RENAMES`, are failed once each there).
 const NOT_REACHED: &[(SyncPoint, &str)] = &[
-    (
-        SyncPoint::LogCutDir,
-        "divergence cut after a failover (replication)",
-    ),
-    (
-        SyncPoint::LogCutFile,
-        "divergence cut after a failover (replication)",
-    ),
-    (
-        SyncPoint::SnapshotCutDir,
-        "divergence cut after a failover (replication)",
-    ),
-    (
-        SyncPoint::DivergedCreateDir,
-        "divergence cut after a failover (replication)",
-    ),
-    (
-        SyncPoint::DivergedFile,
-        "divergence cut after a failover (replication)",
-    ),
-    (
-        SyncPoint::DivergedDir,
-        "divergence cut after a failover (replication)",
-    ),
-    (
-        SyncPoint::LogRestartDir,
-        "a follower installing a leader's snapshot",
-    ),
-    (SyncPoint::EpochFile, "a follower told of a higher epoch"),
-    (SyncPoint::EpochDir, "a follower told of a higher epoch"),
-    (SyncPoint::MergedDir, "reconciliation of a diverged suffix"),
-    (
-        SyncPoint::RecoveryDamagedDir,
-        "point-in-time recovery over damage",
-    ),
     (SyncPoint::SpareRename, "a rename"),
-    (SyncPoint::RecoveryDamagedRename, "a rename"),
     (SyncPoint::SnapshotRename, "a rename"),
     (SyncPoint::MetaRename, "a rename"),
-    (SyncPoint::EpochRename, "a rename"),
-    (SyncPoint::DivergedRename, "a rename"),
-    (SyncPoint::MergedRename, "a rename"),
 ];
 
 type Model = BTreeMap<u64, i64>;
@@ -359,12 +331,23 @@ fn every_sync_point_is_needed_against_lost_writes() {
         .copied()
         .chain(COVERED_ELSEWHERE.iter().map(|(p, _)| *p))
         .chain(NOT_REACHED.iter().map(|(p, _)| *p))
+        .chain(replication::GUARDS.iter().copied())
+        .chain(replication::COVERED.iter().map(|(p, _)| *p))
+        .chain(replication::RENAMES.iter().copied())
+        .chain(point_in_time::COVERED.iter().map(|(p, _)| *p))
+        .chain(point_in_time::RENAMES.iter().copied())
         .collect();
     listed.sort();
     let mut all = SyncPoint::ALL.to_vec();
     all.sort();
     assert_eq!(listed, all, "every point is listed exactly once");
-    for (p, _) in NOT_REACHED {
+    for p in NOT_REACHED
+        .iter()
+        .map(|(p, _)| p)
+        .chain(replication::GUARDS)
+        .chain(replication::COVERED.iter().map(|(p, _)| p))
+        .chain(point_in_time::COVERED.iter().map(|(p, _)| p))
+    {
         assert!(
             p.kind() == PointKind::Rename || sim.sync_point_hits(*p) == 0,
             "{p} is reached: move it to GUARDS or COVERED_ELSEWHERE"

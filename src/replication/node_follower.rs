@@ -200,9 +200,20 @@ async fn follow(
             let Some(c) = core.upgrade() else {
                 return Err(TidalError::Closed);
             };
-            tokio::task::spawn_blocking(move || c.persist_seen_epoch(epoch))
-                .await
-                .map_err(|_| TidalError::Closed)??;
+            let persister = c.clone();
+            let persisted =
+                tokio::task::spawn_blocking(move || persister.persist_seen_epoch(epoch))
+                    .await
+                    .map_err(|_| TidalError::Closed)?;
+            if let Err(e) = persisted {
+                // The receiver already counts the epoch as seen: start it
+                // over from what is durable, so the next session asks to
+                // persist it again (else a crash before anything of the
+                // new epoch is logged would unfence this node).
+                tracing::error!(%epoch, error = %e, "persisting a higher epoch failed");
+                *receiver = Receiver::new(receiver_config(&c));
+                return Err(e);
+            }
             Ok(Vec::new())
         }
         ReceiverOutput::Reconnect(reason) => {
