@@ -156,6 +156,7 @@ fn write_and_flush(
 ) -> Result<(), String> {
     let at = Timestamp(NOW);
     let mut pending = Model::new();
+    let spare_syncs = wait_for_spare.map(|sim| sim.sync_point_hits(SyncPoint::SpareFile));
     for i in 0..n {
         let mut b = WriteBatch::new();
         for k in 0..8 {
@@ -165,10 +166,16 @@ fn write_and_flush(
         }
         db.write(b).map_err(|e| format!("write failed: {e}"))?;
         if let Some(sim) = wait_for_spare.take_if(|sim| sim.exists(Path::new(SPARE))) {
-            // A spare is being built in the background: give it time to be
-            // ready for the next roll (once per call).
-            let _ = sim;
-            std::thread::sleep(Duration::from_millis(3));
+            // A spare is being built in the background: wait until it is
+            // synced, so it is ready for the next roll (once per call; on
+            // a loaded machine a fixed sleep was not enough).
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while Some(sim.sync_point_hits(SyncPoint::SpareFile)) == spare_syncs
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
     db.flush().map_err(|e| format!("flush failed: {e}"))?;
@@ -222,9 +229,14 @@ fn scenario(disabled: Option<SyncPoint>) -> Result<Arc<SimStorage>, String> {
             return Err("no spare was ever adopted".into());
         }
         round += 1;
-        // Every third round rolls without waiting for the spare.
+        // Every third round rolls without a spare (its build fails, so the
+        // roll creates the segment on the commit path); the others wait
+        // for the spare to be ready.
+        if salt % 3 == 0 {
+            sim.fail_at(SyncPoint::SpareFile, FaultKind::SyncData);
+        }
         let wait = (salt % 3 != 0).then_some(&*sim);
-        write_and_flush(&db, &mut model, 6 + salt % 6, salt, wait)?;
+        write_and_flush(&db, &mut model, 16 + salt % 6, salt, wait)?;
         db = crash_and_check(db, &sim, &model, round)?;
         salt += 1;
     }
