@@ -139,6 +139,16 @@ impl PartialEq for SessionStore {
 /// Encoded bytes of one event: entity, signal type, weight, time.
 const EVENT_BYTES: usize = 8 + 2 + 8 + 8;
 
+/// Appends `ev` to `s`: its entity is seen in the session, and a negative
+/// weight makes it a hard negative of the session's user.
+fn push_event(s: &mut Session, users: &mut HashMap<UserId, UserEntry>, ev: EventRecord) {
+    s.events.push(ev);
+    s.seen.insert(ev.entity);
+    if ev.weight < 0.0 {
+        users.entry(s.user).or_default().negatives.insert(ev.entity);
+    }
+}
+
 impl SessionStore {
     /// An empty store.
     pub fn new() -> Self {
@@ -221,15 +231,7 @@ impl SessionStore {
         if usize::try_from(ev.seq).ok() != Some(s.events.len() + 1) {
             return;
         }
-        s.events.push(ev);
-        s.seen.insert(ev.entity);
-        if ev.weight < 0.0 {
-            self.users
-                .entry(s.user)
-                .or_default()
-                .negatives
-                .insert(ev.entity);
-        }
+        push_event(s, &mut self.users, ev);
     }
 
     /// Appends a reconciled event (numbered after the session's last, open
@@ -246,15 +248,7 @@ impl SessionStore {
         ev.seq = s.events.len() as u32 + 1;
         ev.merged = true;
         s.origins.insert(origin, ev.seq);
-        s.events.push(ev);
-        s.seen.insert(ev.entity);
-        if ev.weight < 0.0 {
-            self.users
-                .entry(s.user)
-                .or_default()
-                .negatives
-                .insert(ev.entity);
-        }
+        push_event(s, &mut self.users, ev);
     }
 
     /// Whether the event first logged at `origin` was merged into the
