@@ -161,8 +161,9 @@ pub(super) fn build(
                         &mut report.dropped,
                         "signal: its entity was deleted after it",
                     );
-                    if let Record::SessionEvent { .. } = r {
-                        session_event(state, &mut sessions, &mut plan, r, meta, seqno, report);
+                    // A session event keeps its event part.
+                    if let Some(merged) = as_merged(r, Position::new(meta.epoch, seqno)) {
+                        merge_event(state, &sessions, &mut plan, merged, report);
                     }
                 }
                 Record::Signal {
@@ -254,7 +255,9 @@ pub(super) fn build(
                         );
                         report.signals += 1;
                     }
-                    session_event(state, &mut sessions, &mut plan, r, meta, seqno, report);
+                    if let Some(merged) = as_merged(r, Position::new(meta.epoch, seqno)) {
+                        merge_event(state, &sessions, &mut plan, merged, report);
+                    }
                 }
                 Record::CloseSession { session, .. } => match here(state, &sessions, *session) {
                     Sess::Open(u) => {
@@ -302,21 +305,9 @@ pub(super) fn build(
                     }
                     register(&mut plan, *stamp, record, report);
                 }
-                Record::MergedSessionEvent {
-                    session, origin, ..
-                } => match here(state, &sessions, *session) {
-                    Sess::Gone => tally(
-                        &mut report.dropped,
-                        "session event: the session is not here",
-                    ),
-                    _ if state.sessions.has_merged(*session, *origin) => {
-                        tally(&mut report.already_here, "session event");
-                    }
-                    _ => {
-                        plan.ordered.push(r.clone());
-                        tally(&mut report.merged, "session event");
-                    }
-                },
+                Record::MergedSessionEvent { .. } => {
+                    merge_event(state, &sessions, &mut plan, r.clone(), report);
+                }
                 // Keys are handled before the plan; epoch starts are the
                 // suffix's own framing.
                 Record::IdempotencyKey { .. } | Record::EpochStart { .. } => {}
@@ -380,17 +371,9 @@ fn tombstones(
     out
 }
 
-/// A session event of the suffix, appended after the session's events
-/// here (see the module docs of `reconcile`).
-fn session_event(
-    state: &State,
-    sessions: &mut HashMap<SessionId, Sess>,
-    plan: &mut Plan,
-    r: &Record,
-    meta: &BatchMeta,
-    seqno: SeqNo,
-    report: &mut ReconcileReport,
-) {
+/// A session event of the suffix as the `MergedSessionEvent` that
+/// appends it here, `origin` being where it was logged.
+fn as_merged(r: &Record, origin: Position) -> Option<Record> {
     let Record::SessionEvent {
         session,
         entity,
@@ -400,26 +383,44 @@ fn session_event(
         ..
     } = r
     else {
+        return None;
+    };
+    Some(Record::MergedSessionEvent {
+        session: *session,
+        entity: *entity,
+        signal_type: *signal_type,
+        weight: *weight,
+        at: *at,
+        origin,
+    })
+}
+
+/// Plans a merged session event (see the module docs of `reconcile`):
+/// appended after the session's events here, unless the session is not
+/// here or the event was merged before.
+fn merge_event(
+    state: &State,
+    sessions: &HashMap<SessionId, Sess>,
+    plan: &mut Plan,
+    merged: Record,
+    report: &mut ReconcileReport,
+) {
+    let Record::MergedSessionEvent {
+        session, origin, ..
+    } = merged
+    else {
         return;
     };
-    let origin = Position::new(meta.epoch, seqno);
-    let (map, kind) = match here(state, sessions, *session) {
+    let (map, kind) = match here(state, sessions, session) {
         Sess::Gone => (
             &mut report.dropped,
             "session event: the session is not here",
         ),
-        _ if state.sessions.has_merged(*session, origin) => {
+        _ if state.sessions.has_merged(session, origin) => {
             (&mut report.already_here, "session event")
         }
         _ => {
-            plan.ordered.push(Record::MergedSessionEvent {
-                session: *session,
-                entity: *entity,
-                signal_type: *signal_type,
-                weight: *weight,
-                at: *at,
-                origin,
-            });
+            plan.ordered.push(merged);
             (&mut report.merged, "session event")
         }
     };

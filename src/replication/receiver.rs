@@ -243,15 +243,7 @@ impl Receiver {
             return out;
         }
         for (epoch, first, batches) in held {
-            for (epoch, first, batches) in split_suffix(epoch, first, batches) {
-                let hlc = self.clock.stamp(self.now_ms);
-                out.push(ReceiverOutput::Send(Message::DivergedSuffix {
-                    epoch,
-                    first,
-                    batches,
-                    hlc,
-                }));
-            }
+            self.send_suffix(epoch, first, batches, &mut out);
         }
         out
     }
@@ -382,6 +374,20 @@ impl Receiver {
         if self.phase != Phase::AwaitDiverged {
             return out;
         }
+        self.send_suffix(epoch, first, batches, &mut out);
+        self.hello(&mut out);
+        out
+    }
+
+    /// Sends a diverged suffix in pieces under the frame cap, each named by
+    /// its first batch.
+    fn send_suffix(
+        &mut self,
+        epoch: Epoch,
+        first: SeqNo,
+        batches: Bytes,
+        out: &mut Vec<ReceiverOutput>,
+    ) {
         for (epoch, first, batches) in split_suffix(epoch, first, batches) {
             let hlc = self.clock.stamp(self.now_ms);
             out.push(ReceiverOutput::Send(Message::DivergedSuffix {
@@ -391,8 +397,6 @@ impl Receiver {
                 hlc,
             }));
         }
-        self.hello(&mut out);
-        out
     }
 
     /// The I/O layer installed a snapshot ending at `last` with the epoch
