@@ -73,12 +73,6 @@ const COVERED_ELSEWHERE: &[(SyncPoint, &str)] = &[
         "as SegmentFile, off the commit path: the spare's zeros are on disk before it is adopted",
     ),
     (
-        SyncPoint::SpareAdoptFile,
-        "the header is synced by the first LogAppend into the segment; before that a crash \
-         leaves a zero header, a torn tail at offset 0 (a candidate for removal: one fdatasync \
-         per roll on the commit path)",
-    ),
-    (
         SyncPoint::RecoveryCutFile,
         "the zeros over a cut tail are synced by the next LogAppend into that segment; until \
          then a crash shows the same torn tail, which the next open cuts again",

@@ -85,8 +85,6 @@ sync_points! {
     SpareFile => File,
     /// `adopt_spare`: the spare renamed to the next segment's name.
     SpareRename => Rename,
-    /// `adopt_spare`: the header written into the adopted spare.
-    SpareAdoptFile => File,
     /// `adopt_spare`: the adopted segment's directory entry.
     SpareAdoptDir => Dir,
     /// `Wal::open`: every segment name recovery adopted (one a failed

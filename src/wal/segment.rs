@@ -190,9 +190,16 @@ pub fn create_spare(storage: &dyn Storage, dir: &Path, segment_bytes: u64) -> Re
 }
 
 /// Turns the spare into segment `first`: rename, header write, sync of the
-/// file and of the directory. A crash in between leaves either the spare
-/// (ignored) or a segment whose header is zeros, which recovery treats as
-/// a torn tail at offset 0 and rewrites.
+/// directory. A crash in between leaves either the spare (ignored) or a
+/// segment whose header is zeros, which recovery treats as a torn tail at
+/// offset 0 and rewrites.
+///
+/// The header is not synced here: the first `Wal::sync` of the segment
+/// (the fdatasync that acknowledges its first batch) carries it, and
+/// nothing in the segment is acknowledged before that sync. An own sync
+/// cost one fdatasync per roll on the commit path and guarded nothing
+/// (`tests/lost_write_needs_every_sync_point.rs` showed it harmless when
+/// disabled, before it was removed).
 pub fn adopt_spare(
     storage: &dyn Storage,
     dir: &Path,
@@ -209,9 +216,6 @@ pub fn adopt_spare(
         .map_err(|e| TidalError::io("open segment", &path, e))?;
     file.write_all_at(&encode_segment_header(shard, first), 0)
         .map_err(|e| TidalError::io("write segment header", &path, e))?;
-    storage
-        .sync_file(SyncPoint::SpareAdoptFile, file.as_ref())
-        .map_err(|e| TidalError::io("sync segment", &path, e))?;
     storage
         .sync_dir_at(SyncPoint::SpareAdoptDir, dir)
         .map_err(|e| TidalError::io("sync dir", dir, e))?;
