@@ -104,3 +104,63 @@ fn shutdown_closes_the_log_and_releases_the_lock_while_a_straggler_holds_the_cor
     assert!(matches!(straggler.flush(), Err(TidalError::Closed)));
     reopened.shutdown().expect("shutdown");
 }
+
+#[test]
+fn a_follower_appends_a_run_of_batches_with_one_sync_and_stops_at_a_refused_one() {
+    use crate::crdt::hlc::Hlc;
+    use crate::types::{EntityId, ShardId, Timestamp};
+    use crate::wal::format::encode_batch;
+    let storage = std::sync::Arc::new(crate::storage::SimStorage::default());
+    let mut cfg = Config {
+        storage: storage.clone(),
+        ..config(2)
+    };
+    cfg.cluster.role = NodeRole::Follower;
+    let core = Core::open(cfg, NodeRole::Follower).expect("open");
+    let batch = |first: u64, entity: u64| {
+        let meta = BatchMeta {
+            shard: ShardId(0),
+            first_seqno: SeqNo(first),
+            epoch: Epoch::FIRST,
+            hlc: Hlc::new(1_000 + first, 0),
+            record_count: 2,
+        };
+        let records = [entity, entity].map(|e| Record::Signal {
+            signal_type: 0,
+            entity: EntityId(e),
+            weight: 1.0,
+            at: Timestamp(1_000),
+        });
+        let mut bytes = Vec::new();
+        encode_batch(&meta, &records, &mut bytes);
+        (meta, Bytes::from(bytes))
+    };
+    let count = |e: u64| core.read_count(EntityId(e), "like").expect("count");
+    let syncs = || storage.sync_point_hits(SyncPoint::LogAppend);
+    let before = syncs();
+    // Three batches, one sync.
+    let (n, r) = core.append_replicated(&[batch(1, 1), batch(3, 2), batch(5, 3)]);
+    assert_eq!((n, r.is_ok()), (3, true));
+    assert_eq!(syncs() - before, 1, "one sync for the run");
+    assert_eq!((count(1), count(2), count(3)), (2, 2, 2));
+    assert_eq!(core.applied_tx.borrow().seqno, SeqNo(6));
+    // A batch apply could not take (a signal type this database does not
+    // have) ends the run: the batches before it are logged and applied,
+    // nothing after it is.
+    let (mut bad_meta, _) = batch(9, 5);
+    bad_meta.record_count = 1;
+    let mut bad = Vec::new();
+    let wrong = Record::Signal {
+        signal_type: 7,
+        entity: EntityId(5),
+        weight: 1.0,
+        at: Timestamp(1_000),
+    };
+    encode_batch(&bad_meta, std::slice::from_ref(&wrong), &mut bad);
+    let (n, r) = core.append_replicated(&[batch(7, 4), (bad_meta, Bytes::from(bad)), batch(10, 6)]);
+    assert_eq!(n, 1);
+    assert!(matches!(r, Err(TidalError::Corruption { .. })), "{r:?}");
+    assert_eq!((count(4), count(5), count(6)), (2, 0, 0));
+    assert_eq!(core.applied_tx.borrow().seqno, SeqNo(8));
+    core.shutdown().expect("shutdown");
+}

@@ -115,21 +115,16 @@ impl Committer {
         }
     }
 
-    /// Appends a batch received from the leader (its exact bytes) and syncs
-    /// it; a failure poisons.
-    pub(crate) fn append_received(
-        &mut self,
-        core: &Core,
-        meta: &BatchMeta,
-        bytes: &[u8],
-    ) -> Result<()> {
+    /// Appends a batch received from the leader (its exact bytes), not yet
+    /// synced (the caller syncs a run of them once); a failure poisons.
+    pub(crate) fn append_received(&mut self, meta: &BatchMeta, bytes: &[u8]) -> Result<()> {
         self.check_writable()?;
         if let Err(e) = self.wal.append(meta, bytes) {
             return Err(self.poison(&e));
         }
         self.last_appended = Position::new(meta.epoch, meta.last_seqno());
         self.epoch = meta.epoch;
-        self.sync(core)
+        Ok(())
     }
 
     /// Logs `records` as one batch stamped `hlc` (a fresh reading of the

@@ -17,6 +17,7 @@ use crate::replication::node::{
 use crate::replication::receiver::{Receiver, ReceiverConfig, ReceiverOutput};
 use crate::replication::transport::{FrameSender, Transport};
 use crate::types::{Epoch, Position, SeqNo};
+use crate::wal::format::BatchMeta;
 
 /// Starts a follower's receiver: connects to the leader (with capped
 /// backoff), says hello, appends and applies what it is sent, acknowledges.
@@ -50,7 +51,23 @@ pub(crate) fn start_follower(
                         // leads to (the acks after an append), before the
                         // next frame is read.
                         while let Some(out) = pending.pop_front() {
-                            match follow(&weak, &mut receiver, sender.as_mut(), &mut incoming, out).await {
+                            let step = match out {
+                                ReceiverOutput::Append { bytes, meta } => {
+                                    let run = append_run(&mut pending, meta, bytes);
+                                    append(&weak, &mut receiver, run).await
+                                }
+                                out => {
+                                    follow(
+                                        &weak,
+                                        &mut receiver,
+                                        sender.as_mut(),
+                                        &mut incoming,
+                                        out,
+                                    )
+                                    .await
+                                }
+                            };
+                            match step {
                                 Ok(more) => pending.extend(more),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "follower session ends");
@@ -62,20 +79,44 @@ pub(crate) fn start_follower(
                         if !healthy {
                             break;
                         }
-                        match tokio::time::timeout(Duration::from_millis(HEARTBEAT_MS), frames.recv()).await {
-                            Ok(Ok(Some(frame))) => match Message::decode(&frame) {
-                                Ok(msg) => {
-                                    backoff_ms = 10;
-                                    if let Some(c) = weak.upgrade() {
-                                        c.marks.observe_skew(msg.hlc(), c.config().clock.now_ms());
+                        match tokio::time::timeout(
+                            Duration::from_millis(HEARTBEAT_MS),
+                            frames.recv(),
+                        )
+                        .await
+                        {
+                            Ok(Ok(Some(frame))) => {
+                                backoff_ms = 10;
+                                healthy = take_frame(&weak, &mut receiver, &mut pending, &frame);
+                                // Batches already here join this turn, so a
+                                // run of them is synced once (`append`).
+                                // Only while every output so far is an
+                                // append: anything else (a cut, a snapshot)
+                                // is carried out before the next frame is
+                                // read. The receive is cancel-safe: a zero
+                                // timeout that finds nothing loses nothing.
+                                for _ in 1..MAX_RUN {
+                                    let only_appends = pending
+                                        .iter()
+                                        .all(|o| matches!(o, ReceiverOutput::Append { .. }));
+                                    if !healthy || !only_appends {
+                                        break;
                                     }
-                                    pending.extend(receiver.on_message(msg, now_of(&weak)));
+                                    match tokio::time::timeout(Duration::ZERO, frames.recv()).await
+                                    {
+                                        Ok(Ok(Some(frame))) => {
+                                            healthy = take_frame(
+                                                &weak,
+                                                &mut receiver,
+                                                &mut pending,
+                                                &frame,
+                                            );
+                                        }
+                                        Ok(Ok(None)) | Ok(Err(_)) => healthy = false,
+                                        Err(_) => break,
+                                    }
                                 }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "undecodable message from the leader");
-                                    healthy = false;
-                                }
-                            },
+                            }
                             Ok(Ok(None)) | Ok(Err(_)) => healthy = false,
                             Err(_) => pending.extend(receiver.on_tick(now_of(&weak))),
                         }
@@ -89,6 +130,82 @@ pub(crate) fn start_follower(
         }
     });
     Ok(ReplicationTasks::follower(task))
+}
+
+/// The most frames taken in one turn, and batches appended with one sync.
+const MAX_RUN: usize = 64;
+
+/// Decodes one frame and feeds it to the receiver; false if it does not
+/// decode (the session ends).
+fn take_frame(
+    core: &Weak<Core>,
+    receiver: &mut Receiver,
+    pending: &mut VecDeque<ReceiverOutput>,
+    frame: &[u8],
+) -> bool {
+    match Message::decode(frame) {
+        Ok(msg) => {
+            if let Some(c) = core.upgrade() {
+                c.marks.observe_skew(msg.hlc(), c.config().clock.now_ms());
+            }
+            pending.extend(receiver.on_message(msg, now_of(core)));
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable message from the leader");
+            false
+        }
+    }
+}
+
+/// The batch to append and the ones queued right behind it, up to
+/// [`MAX_RUN`]: one run, synced once.
+fn append_run(
+    pending: &mut VecDeque<ReceiverOutput>,
+    meta: BatchMeta,
+    bytes: Bytes,
+) -> Vec<(BatchMeta, Bytes)> {
+    let mut run = vec![(meta, bytes)];
+    while run.len() < MAX_RUN {
+        match pending.pop_front() {
+            Some(ReceiverOutput::Append { meta, bytes }) => run.push((meta, bytes)),
+            Some(other) => {
+                pending.push_front(other);
+                break;
+            }
+            None => break,
+        }
+    }
+    run
+}
+
+/// Appends a run of batches with one sync, applies them, and tells the
+/// receiver how far the log is durable and applied (its acks follow).
+async fn append(
+    core: &Weak<Core>,
+    receiver: &mut Receiver,
+    run: Vec<(BatchMeta, Bytes)>,
+) -> Result<Vec<ReceiverOutput>> {
+    let Some(c) = core.upgrade() else {
+        return Err(TidalError::Closed);
+    };
+    let (done, run) = tokio::task::spawn_blocking(move || {
+        let done = c.append_replicated(&run);
+        (done, run)
+    })
+    .await
+    .map_err(|_| TidalError::Closed)?;
+    let (applied, result) = done;
+    let mut more = Vec::new();
+    if applied > 0 {
+        let pos = {
+            let meta = &run[applied - 1].0;
+            Position::new(meta.epoch, meta.last_seqno())
+        };
+        more = receiver.on_durable(pos);
+        more.extend(receiver.on_applied(pos));
+    }
+    result.map(|()| more)
 }
 
 /// The unmerged diverged suffixes this node holds, to hand to its leader.
@@ -136,18 +253,7 @@ async fn follow(
             sender.send(msg.encode()).await?;
             Ok(Vec::new())
         }
-        ReceiverOutput::Append { bytes, meta } => {
-            let Some(c) = core.upgrade() else {
-                return Err(TidalError::Closed);
-            };
-            let pos = Position::new(meta.epoch, meta.last_seqno());
-            tokio::task::spawn_blocking(move || c.append_replicated(&meta, &bytes))
-                .await
-                .map_err(|_| TidalError::Closed)??;
-            let mut more = receiver.on_durable(pos);
-            more.extend(receiver.on_applied(pos));
-            Ok(more)
-        }
+        ReceiverOutput::Append { meta, bytes } => append(core, receiver, vec![(meta, bytes)]).await,
         ReceiverOutput::Truncate { to } => {
             let Some(c) = core.upgrade() else {
                 return Err(TidalError::Closed);
