@@ -31,6 +31,10 @@ struct Shared<Req, Resp> {
     results: HashMap<Ticket, Resp>,
     next_ticket: Ticket,
     busy: bool,
+    /// Writers blocked in `changed.wait`: a notify with none is skipped,
+    /// as it costs a futex syscall even then (std's futex `Condvar`), two
+    /// or three per write on the single-writer path.
+    waiting: usize,
 }
 
 /// The queue and the committer state `S` it protects.
@@ -54,14 +58,35 @@ impl<S, Req, Resp> Publisher<'_, S, Req, Resp> {
     pub(crate) fn publish(&self, results: impl IntoIterator<Item = (Ticket, Resp)>) {
         let mut g = self.gc.lock_shared();
         g.results.extend(results);
-        drop(g);
-        self.gc.changed.notify_all();
+        self.gc.notify(g);
     }
 }
 
 impl<S, Req, Resp> GroupCommit<S, Req, Resp> {
     fn lock_shared(&self) -> MutexGuard<'_, Shared<Req, Resp>> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for a change, counted in `waiting`.
+    fn wait<'g>(
+        &self,
+        mut g: MutexGuard<'g, Shared<Req, Resp>>,
+    ) -> MutexGuard<'g, Shared<Req, Resp>> {
+        g.waiting += 1;
+        let mut g = self.changed.wait(g).unwrap_or_else(PoisonError::into_inner);
+        g.waiting -= 1;
+        g
+    }
+
+    /// Releases the lock after a change and wakes the waiters, if any. The
+    /// count is read under the lock the change was made under, so a writer
+    /// that starts waiting later sees the change before it waits.
+    fn notify(&self, g: MutexGuard<'_, Shared<Req, Resp>>) {
+        let anyone = g.waiting > 0;
+        drop(g);
+        if anyone {
+            self.changed.notify_all();
+        }
     }
 }
 
@@ -76,6 +101,7 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
                 results: HashMap::new(),
                 next_ticket: 0,
                 busy: false,
+                waiting: 0,
             }),
             changed: Condvar::new(),
             committer: Mutex::new(state),
@@ -115,7 +141,7 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
     ) -> Resp {
         let mut g = self.lock_shared();
         while g.queue.len() >= self.depth {
-            g = self.changed.wait(g).unwrap_or_else(PoisonError::into_inner);
+            g = self.wait(g);
         }
         let ticket = g.next_ticket;
         g.next_ticket += 1;
@@ -127,8 +153,7 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
             if !g.busy {
                 g.busy = true;
                 let group = self.take_group(&mut g);
-                drop(g);
-                self.changed.notify_all(); // queue space freed
+                self.notify(g); // queue space freed
                 let guard = GroupGuard {
                     gc: self,
                     tickets: group.iter().map(|(t, _)| *t).collect(),
@@ -146,7 +171,7 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
                 g = self.lock_shared();
                 continue;
             }
-            g = self.changed.wait(g).unwrap_or_else(PoisonError::into_inner);
+            g = self.wait(g);
         }
     }
 
@@ -183,8 +208,7 @@ impl<S, Req, Resp> Drop for GroupGuard<'_, S, Req, Resp> {
         for t in self.tickets.drain(..) {
             g.results.entry(t).or_insert_with(self.missing);
         }
-        drop(g);
-        self.gc.changed.notify_all();
+        self.gc.notify(g);
     }
 }
 
