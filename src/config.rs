@@ -67,8 +67,10 @@ pub enum Durability {
     /// A write returns after its batch is fdatasync'ed (the default).
     #[default]
     Sync,
-    /// A write returns once its batch is written; a background thread syncs
-    /// at this interval, so a crash loses at most that window.
+    /// A write returns once its batch is in the log, held in memory and
+    /// written to the segment file 256 KiB at a time; a background thread
+    /// writes and syncs at this interval, so a crash of the process or of
+    /// the machine loses at most that window.
     Periodic(Duration),
     /// Leaders only: a write returns once its batch is synced locally and
     /// `acks` followers hold it durably (it is at or below the HWM), or

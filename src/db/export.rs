@@ -63,7 +63,12 @@ impl Core {
             });
         }
         // The log may hold more than is applied for a moment; read only
-        // what reads can see.
+        // what reads can see, once the log has written it to its files.
+        self.commit.with_committer(|c| match c.check_writable() {
+            Ok(()) => c.write_out(),
+            // Closed: written at shutdown. Poisoned: nothing more is written.
+            Err(_) => Ok(()),
+        })?;
         let through = self.view.read(|s| s.applied().seqno);
         let config = self.config();
         let schema = Schema {

@@ -115,6 +115,13 @@ impl Committer {
         }
     }
 
+    /// Writes the batches the log holds back in memory to its file (before
+    /// anything reads the log files); a failure poisons.
+    pub(crate) fn write_out(&mut self) -> Result<()> {
+        self.check_writable()?;
+        self.wal.write_out().map_err(|e| self.poison(&e))
+    }
+
     /// Appends a batch received from the leader (its exact bytes), not yet
     /// synced (the caller syncs a run of them once); a failure poisons.
     pub(crate) fn append_received(&mut self, meta: &BatchMeta, bytes: &[u8]) -> Result<()> {

@@ -122,6 +122,9 @@ struct Current {
     /// The SeqNo the next batch of this segment must start at.
     seg_next: SeqNo,
     has_batches: bool,
+    /// Appended batches not yet written to the file: they start at
+    /// `end_offset - pending.len()` (see [`WRITE_BEHIND_BYTES`]).
+    pending: Vec<u8>,
 }
 
 /// The write-ahead log of one shard: appends whole encoded batches,
@@ -138,7 +141,25 @@ pub struct Wal {
     next_seqno: SeqNo,
     bytes_since_open: u64,
     spare: Arc<Mutex<Spare>>,
+    /// A write of pending bytes failed: nothing more is written, not even
+    /// when the log is dropped (the database is poisoned above).
+    write_failed: bool,
 }
+
+/// Appended bytes held in memory before they are written to the segment.
+///
+/// Decision: `append` copies a batch into a buffer, and the buffer is
+/// written (one `pwrite`) when it passes this size, before every sync and
+/// roll, before anything reads or cuts the log, and when the log is
+/// dropped. Under `Durability::Sync` every commit syncs, so each batch is
+/// still one write and one fdatasync. Under `Periodic` a run of small
+/// batches between syncs becomes one write instead of one each: the
+/// buffered-write path of the kernel was about half the time of a
+/// single-signal write (`perf` of `examples/w3_probe`-style loops; see
+/// BENCHMARKS.md, W3). Nothing is acknowledged as durable before it is
+/// written and synced, and a crash loses at most what `Periodic` already
+/// allows to be lost (the batches after the last sync).
+pub const WRITE_BEHIND_BYTES: usize = 256 << 10;
 
 /// The next segment, pre-allocated by a background thread.
 #[derive(Debug, Default)]
@@ -201,6 +222,7 @@ impl Wal {
                     end_offset: tail.end_offset,
                     seg_next: tail.seg_next,
                     has_batches: tail.has_batches,
+                    pending: Vec::new(),
                 })
             }
             _ => None,
@@ -215,6 +237,7 @@ impl Wal {
             next_seqno,
             bytes_since_open: 0,
             spare: Arc::new(Mutex::new(Spare::default())),
+            write_failed: false,
         };
         if log_end < after && !wal.segments.is_empty() {
             // The snapshot is ahead of every record left: a follower crashed
@@ -271,10 +294,9 @@ impl Wal {
                 "no segment to append to after a roll",
             ));
         };
-        c.file
-            .write_all_at(bytes, c.end_offset)
-            .map_err(|e| TidalError::io("write batch", &c.path, e))?;
+        c.pending.extend_from_slice(bytes);
         c.end_offset += len;
+        let write_now = c.pending.len() >= WRITE_BEHIND_BYTES;
         c.seg_next = meta.last_seqno().next();
         c.has_batches = true;
         if let Some(info) = self.segments.last_mut() {
@@ -288,12 +310,42 @@ impl Wal {
             // database never pays for it, a busy one has it ready in time.
             self.prepare_spare();
         }
+        if write_now {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the appended bytes still held in memory to the segment (see
+    /// [`WRITE_BEHIND_BYTES`]). Readers of the log files outside the log
+    /// call this (under the committer) before they read.
+    pub fn write_out(&mut self) -> Result<()> {
+        if self.write_failed {
+            return Err(TidalError::io(
+                "write batch",
+                &self.dir,
+                std::io::Error::other("an earlier write to the log failed"),
+            ));
+        }
+        let Some(c) = self.current.as_mut() else {
+            return Ok(());
+        };
+        if c.pending.is_empty() {
+            return Ok(());
+        }
+        let at = c.end_offset - c.pending.len() as u64;
+        if let Err(e) = c.file.write_all_at(&c.pending, at) {
+            self.write_failed = true;
+            return Err(TidalError::io("write batch", &c.path, e));
+        }
+        c.pending.clear();
         Ok(())
     }
 
     /// Makes every appended batch durable (fdatasync of the current segment;
     /// earlier segments were synced when they rolled).
-    pub fn sync(&self) -> Result<()> {
+    pub fn sync(&mut self) -> Result<()> {
+        self.write_out()?;
         match &self.current {
             Some(c) => (self.storage)
                 .sync_file(SyncPoint::LogAppend, c.file.as_ref())
@@ -341,6 +393,7 @@ impl Wal {
     /// end backwards one synced chunk at a time, so a crash leaves at worst
     /// a torn tail that recovery cuts and reports.
     pub fn truncate_after(&mut self, to: SeqNo) -> Result<()> {
+        self.write_out()?;
         if to.next() >= self.next_seqno {
             return Ok(());
         }
@@ -390,6 +443,7 @@ impl Wal {
             end_offset: offset,
             seg_next: to.next(),
             has_batches: offset > SEGMENT_HEADER_LEN as u64,
+            pending: Vec::new(),
         });
         self.next_seqno = to.next();
         Ok(())
@@ -431,6 +485,7 @@ impl Wal {
 
     /// Syncs the current segment, then creates the next, named `first`.
     fn roll(&mut self, first: SeqNo) -> Result<()> {
+        self.write_out()?;
         if let Some(c) = &self.current {
             (self.storage)
                 .sync_file(SyncPoint::LogRoll, c.file.as_ref())
@@ -467,6 +522,7 @@ impl Wal {
             end_offset: SEGMENT_HEADER_LEN as u64,
             seg_next: first,
             has_batches: false,
+            pending: Vec::new(),
         });
         Ok(())
     }
@@ -526,6 +582,14 @@ impl Wal {
 
 impl Drop for Wal {
     fn drop(&mut self) {
+        // A log dropped without a last sync (a `Periodic` database closed
+        // by a panic, say) still leaves its batches to the page cache, as
+        // it did before writes were held back.
+        if !self.write_failed
+            && let Err(e) = self.write_out()
+        {
+            tracing::error!(error = %e, "writing the log's last batches failed when it was dropped");
+        }
         let thread = self
             .spare
             .lock()

@@ -34,6 +34,8 @@ impl Wal {
                 ),
             ));
         }
+        // Batches still held back in memory go with their segment: the
+        // snapshot covers them.
         self.current = None;
         for info in self.segments.drain(..).rev() {
             self.storage

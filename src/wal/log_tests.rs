@@ -611,3 +611,41 @@ fn a_crash_after_adopting_the_spare_before_any_sync_loses_nothing_synced() {
     let (wal, _, _) = open(sim_cfg(), 0).unwrap();
     assert_eq!(wal.next_seqno(), next);
 }
+
+#[test]
+fn appends_are_written_behind_at_a_sync_a_full_buffer_or_a_drop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut wal, _, _) = open(cfg(tmp.path(), 8 << 20), 0).unwrap();
+    let (meta, _, bytes) = batch(1, 3);
+    wal.append(&meta, &bytes).unwrap();
+    let path = wal.segments()[0].path.clone();
+    let on_disk = |from: u64, len: usize| {
+        let bytes = std::fs::read(&path).unwrap();
+        bytes[from as usize..from as usize + len].to_vec()
+    };
+    let at = SEGMENT_HEADER_LEN as u64;
+    // Held in memory: the file still has its zeros there.
+    assert!(on_disk(at, bytes.len()).iter().all(|&b| b == 0));
+    wal.sync().unwrap();
+    assert_eq!(on_disk(at, bytes.len()), bytes);
+    // A full buffer is written without a sync.
+    let mut written = at + bytes.len() as u64;
+    let mut held = 0;
+    while held < WRITE_BEHIND_BYTES {
+        let (meta, _, b) = batch(wal.next_seqno().0, 20);
+        wal.append(&meta, &b).unwrap();
+        held += b.len();
+    }
+    assert!(on_disk(written, held).iter().any(|&b| b != 0));
+    written += held as u64;
+    // A drop writes what is held (a reopen replays it all).
+    let (meta, _, b) = batch(wal.next_seqno().0, 3);
+    wal.append(&meta, &b).unwrap();
+    assert!(on_disk(written, b.len()).iter().all(|&b| b == 0));
+    let next = wal.next_seqno();
+    drop(wal);
+    assert_eq!(on_disk(written, b.len()), b);
+    let (wal, report, _) = open(cfg(tmp.path(), 8 << 20), 0).unwrap();
+    assert!(report.cuts.is_empty());
+    assert_eq!(wal.next_seqno(), next);
+}
