@@ -67,10 +67,10 @@ pub enum Durability {
     /// A write returns after its batch is fdatasync'ed (the default).
     #[default]
     Sync,
-    /// A write returns once its batch is in the log, held in memory and
-    /// written to the segment file 256 KiB at a time; a background thread
-    /// writes and syncs at this interval, so a crash of the process or of
-    /// the machine loses at most that window.
+    /// A write returns once its batch is written (or, with
+    /// `Config::write_behind_bytes`, held in memory to be written with the
+    /// next ones); a background thread syncs at this interval, so a crash
+    /// loses at most that window.
     Periodic(Duration),
     /// Leaders only: a write returns once its batch is synced locally and
     /// `acks` followers hold it durably (it is at or below the HWM), or
@@ -231,6 +231,14 @@ pub struct Config {
     /// this size, because a sync into a pre-written file costs half of one
     /// that grows it. Default 64 MiB.
     pub segment_bytes: u64,
+    /// Under `Durability::Periodic`, appended batches are held in memory up
+    /// to this many bytes and written in one piece (at a sync, a roll, or
+    /// when full). Default 0: each batch is written at once, so a process
+    /// crash loses nothing written, only a machine crash loses the window.
+    /// Above 0 a process crash may lose the window too; single-signal
+    /// writes skip a `pwrite` each (BENCHMARKS.md, W3). At most 64 MiB;
+    /// ignored under `Sync` and `Replicated`, which sync every batch.
+    pub write_behind_bytes: usize,
     /// Log bytes kept beyond what the two newest snapshots need, for
     /// followers that lag. Default 1 GiB.
     pub retention_bytes: u64,
@@ -294,6 +302,7 @@ impl Config {
                 dimension: 64,
                 durability: Durability::Sync,
                 segment_bytes: 64 << 20,
+                write_behind_bytes: 0,
                 retention_bytes: 1 << 30,
                 snapshot_every_bytes: 256 << 20,
                 recovery_mode: RecoveryMode::Strict,
@@ -361,6 +370,9 @@ impl Config {
         }
         if self.segment_bytes < 4096 {
             return bad("segment_bytes", "must be at least 4096");
+        }
+        if self.write_behind_bytes > MAX_WRITE_BEHIND_BYTES {
+            return bad("write_behind_bytes", "must be at most 67108864 (64 MiB)");
         }
         if self.landmark_half_lives == 0 || self.landmark_half_lives > 512 {
             return bad("landmark_half_lives", "must be 1 to 512");
@@ -451,133 +463,12 @@ impl Config {
     }
 }
 
-/// Builds a [`Config`].
-///
-/// ```
-/// use std::time::Duration;
-/// use tidal::{Config, Durability};
-/// let c = Config::builder("/tmp/tidal-doc-builder")
-///     .signal_type("like", Duration::from_secs(86_400))
-///     .durability(Durability::Periodic(Duration::from_millis(100)))
-///     .build()
-///     .unwrap();
-/// assert_eq!(c.durability, Durability::Periodic(Duration::from_millis(100)));
-/// ```
-#[derive(Clone, Debug)]
-pub struct ConfigBuilder {
-    pub(crate) config: Config,
-}
+#[path = "config_builder.rs"]
+mod builder;
+pub use builder::ConfigBuilder;
 
-impl ConfigBuilder {
-    /// Registers a signal type with its half-life (ids follow registration order).
-    pub fn signal_type(mut self, name: impl Into<String>, half_life: Duration) -> Self {
-        self.config.signal_types.push(SignalTypeConfig {
-            name: name.into(),
-            half_life_ms: u64::try_from(half_life.as_millis()).unwrap_or(u64::MAX),
-        });
-        self
-    }
-    /// This node's id.
-    pub fn node_id(mut self, id: NodeId) -> Self {
-        self.config.node_id = id;
-        self
-    }
-    /// Role, shard and shard count.
-    pub fn cluster(mut self, cluster: ClusterConfig) -> Self {
-        self.config.cluster = cluster;
-        self
-    }
-    /// The embedding dimension.
-    pub fn dimension(mut self, dimension: usize) -> Self {
-        self.config.dimension = dimension;
-        self
-    }
-    /// When writes are acknowledged.
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.config.durability = durability;
-        self
-    }
-    /// Segment size in bytes.
-    pub fn segment_bytes(mut self, bytes: u64) -> Self {
-        self.config.segment_bytes = bytes;
-        self
-    }
-    /// Log bytes kept for lagging followers.
-    pub fn retention_bytes(mut self, bytes: u64) -> Self {
-        self.config.retention_bytes = bytes;
-        self
-    }
-    /// Log bytes between automatic snapshots.
-    pub fn snapshot_every_bytes(mut self, bytes: u64) -> Self {
-        self.config.snapshot_every_bytes = bytes;
-        self
-    }
-    /// What recovery does with damage before the last segment.
-    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
-        self.config.recovery_mode = mode;
-        self
-    }
-    /// Input and queue limits.
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.config.limits = limits;
-        self
-    }
-    /// Largest accepted lead of a timestamp over the clock.
-    pub fn max_future_skew(mut self, skew: Duration) -> Self {
-        self.config.max_future_skew = skew;
-        self
-    }
-    /// Drop entries below this decayed magnitude when the landmark moves.
-    pub fn score_floor(mut self, floor: f64) -> Self {
-        self.config.score_floor = floor;
-        self
-    }
-    /// How long closed sessions are kept (log time).
-    pub fn session_retention(mut self, retention: Duration) -> Self {
-        self.config.session_retention = retention;
-        self
-    }
-    /// Half-lives between landmark moves.
-    pub fn landmark_half_lives(mut self, n: u32) -> Self {
-        self.config.landmark_half_lives = n;
-        self
-    }
-    /// How long idempotency keys are remembered (log time; pinned by `META`).
-    pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
-        self.config.idempotency_ttl = ttl;
-        self
-    }
-    /// Most idempotency keys held at once.
-    pub fn idempotency_capacity(mut self, capacity: usize) -> Self {
-        self.config.idempotency_capacity = capacity;
-        self
-    }
-    /// Largest accepted lead of a remote clock.
-    pub fn max_clock_drift(mut self, drift: Duration) -> Self {
-        self.config.max_clock_drift = drift;
-        self
-    }
-    /// Whether a leader reconciles diverged suffixes as they arrive.
-    pub fn auto_reconcile(mut self, on: bool) -> Self {
-        self.config.auto_reconcile = on;
-        self
-    }
-    /// The storage seam (tests pass a `SimStorage`).
-    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
-        self.config.storage = storage;
-        self
-    }
-    /// The physical clock (tests pass a `ManualClock`).
-    pub fn clock(mut self, clock: Arc<dyn PhysicalClock>) -> Self {
-        self.config.clock = clock;
-        self
-    }
-    /// Checks and returns the config.
-    pub fn build(self) -> Result<Config> {
-        self.config.validate()?;
-        Ok(self.config)
-    }
-}
+/// The largest `write_behind_bytes`.
+pub const MAX_WRITE_BEHIND_BYTES: usize = 64 << 20;
 
 pub(crate) fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

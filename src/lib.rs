@@ -67,7 +67,16 @@
 //! writers are packed into one log batch (`BatchHeader` v2, CRC-checked) and
 //! one fdatasync. Under [`Durability::Sync`] (the default) a write returns
 //! after its batch is synced; under [`Durability::Periodic`] after it is
-//! written, with a background sync at the interval. A failed write or sync
+//! written, with a background sync at the interval. Decision: with
+//! [`Config::write_behind_bytes`] above 0, `Periodic` holds appended
+//! batches in memory up to that size and writes them in one piece (at each
+//! sync, roll, full buffer, and before anything reads the log files): a
+//! single-signal write then skips a `pwrite`, about half its cost
+//! (BENCHMARKS.md, W3), and a process crash may lose what is held, as a
+//! machine crash always could. It is off by default, so by default a
+//! process crash loses nothing written. A follower syncs a run of received
+//! batches once before it applies and acknowledges them (its own group
+//! commit). A failed write or sync
 //! poisons the database ([`TidalError::Poisoned`]) until it is reopened.
 //! Segments are pre-allocated (zero-filled and synced ahead of need);
 //! recovery reads zeros as the end of the log, cuts a torn tail and reports

@@ -480,4 +480,12 @@ fn invalid_configs_are_refused() {
             ..
         }
     ));
+    let huge_write_behind = Config::builder(d)
+        .signal_type("a", Duration::from_secs(1))
+        .write_behind_bytes(tidal::config::MAX_WRITE_BEHIND_BYTES + 1)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(huge_write_behind, TidalError::InvalidConfig { field: "write_behind_bytes", ref reason } if reason.contains("67108864"))
+    );
 }

@@ -282,12 +282,19 @@ pub fn w2(rep: &mut Report, base: &Path, sizes: &Sizes, sigs: &[Sig], landmark: 
 
 /// W3: single-signal writes under `Periodic(100 ms)`, 1 thread, against
 /// SQLite NORMAL autocommit and redb `Durability::None` one-row commits.
+/// TidalDb runs twice: by default (each batch written at once, like
+/// SQLite's NORMAL, so a process crash loses nothing written) and with
+/// `write_behind_bytes` = 256 KiB (a process crash may lose the window, like
+/// redb's `None`).
 pub fn w3(rep: &mut Report, base: &Path, sizes: &Sizes, sigs: &[Sig], landmark: u64) {
     let n = sizes.w3_writes.min(sigs.len());
     let m = sizes.w3_peer_writes.min(sigs.len());
-    let (td, sd, rdir) = (tempdir(base), tempdir(base), tempdir(base));
+    let (td, sd, rdir, wd) = (tempdir(base), tempdir(base), tempdir(base), tempdir(base));
     let relaxed = Durability::Periodic(Duration::from_millis(100));
     let db = TidalDb::open(tidal_config(td.path(), relaxed, 64)).expect("open");
+    let mut behind = tidal_config(wd.path(), relaxed, 64);
+    behind.write_behind_bytes = 256 << 10;
+    let wb = TidalDb::open(behind).expect("open");
     let mut sq = Sqlite::open(sd.path(), false, landmark);
     let rd = Redb::open(rdir.path(), false, landmark);
     let rates = interleaved(
@@ -309,9 +316,13 @@ pub fn w3(rep: &mut Report, base: &Path, sizes: &Sizes, sigs: &[Sig], landmark: 
                         .for_each(|s| rd.write_batch(std::slice::from_ref(s)))
                 }),
             },
+            Turn {
+                sigs: &sigs[..n],
+                run: Box::new(|p: &[Sig]| p.iter().for_each(|s| tidal_one(&wb, s))),
+            },
         ],
     );
-    let (tidal, sqlite, redb) = (rates[0], rates[1], rates[2]);
+    let (tidal, sqlite, redb, behind) = (rates[0], rates[1], rates[2], rates[3]);
     rep.row(
         "W3",
         "tidal Periodic(100ms), 1 thread",
@@ -333,8 +344,26 @@ pub fn w3(rep: &mut Report, base: &Path, sizes: &Sizes, sigs: &[Sig], landmark: 
         "writes/s",
         &format!("{m} writes"),
     );
+    rep.row(
+        "W3",
+        "tidal Periodic(100ms), write-behind 256 KiB",
+        behind,
+        "writes/s",
+        &format!("{n} writes"),
+    );
     db.close().expect("close");
+    wb.close().expect("close");
     rep.vs("W3", tidal, "sqlite", sqlite, "writes/s", Better::Higher);
     rep.vs("W3", tidal, "redb", redb, "writes/s", Better::Higher);
     rep.target("W3", tidal, 2_000_000.0, "writes/s", Better::Higher);
+    rep.vs(
+        "W3-wb",
+        behind,
+        "sqlite",
+        sqlite,
+        "writes/s",
+        Better::Higher,
+    );
+    rep.vs("W3-wb", behind, "redb", redb, "writes/s", Better::Higher);
+    rep.target("W3-wb", behind, 2_000_000.0, "writes/s", Better::Higher);
 }

@@ -235,9 +235,12 @@ impl Core {
                 dimension: config.dimension as u32,
             },
         };
-        let (wal, log) = Wal::open(log_config, after, &mut |meta, records| {
+        let (mut wal, log) = Wal::open(log_config, after, &mut |meta, records| {
             state.apply_batch(meta, records)
         })?;
+        if !config.durability.syncs_each_batch() {
+            wal.set_write_behind(config.write_behind_bytes);
+        }
         report.segments = log.segments;
         report.batches_replayed = log.batches_replayed;
         report.records_replayed = log.records_replayed;

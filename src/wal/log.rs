@@ -123,7 +123,7 @@ struct Current {
     seg_next: SeqNo,
     has_batches: bool,
     /// Appended batches not yet written to the file: they start at
-    /// `end_offset - pending.len()` (see [`WRITE_BEHIND_BYTES`]).
+    /// `end_offset - pending.len()` (see [`Wal::set_write_behind`]).
     pending: Vec<u8>,
 }
 
@@ -144,22 +144,9 @@ pub struct Wal {
     /// A write of pending bytes failed: nothing more is written, not even
     /// when the log is dropped (the database is poisoned above).
     write_failed: bool,
+    /// Appended bytes held in memory before they are written (0: none).
+    write_behind: usize,
 }
-
-/// Appended bytes held in memory before they are written to the segment.
-///
-/// Decision: `append` copies a batch into a buffer, and the buffer is
-/// written (one `pwrite`) when it passes this size, before every sync and
-/// roll, before anything reads or cuts the log, and when the log is
-/// dropped. Under `Durability::Sync` every commit syncs, so each batch is
-/// still one write and one fdatasync. Under `Periodic` a run of small
-/// batches between syncs becomes one write instead of one each: the
-/// buffered-write path of the kernel was about half the time of a
-/// single-signal write (`perf` of `examples/w3_probe`-style loops; see
-/// BENCHMARKS.md, W3). Nothing is acknowledged as durable before it is
-/// written and synced, and a crash loses at most what `Periodic` already
-/// allows to be lost (the batches after the last sync).
-pub const WRITE_BEHIND_BYTES: usize = 256 << 10;
 
 /// The next segment, pre-allocated by a background thread.
 #[derive(Debug, Default)]
@@ -238,6 +225,7 @@ impl Wal {
             bytes_since_open: 0,
             spare: Arc::new(Mutex::new(Spare::default())),
             write_failed: false,
+            write_behind: 0,
         };
         if log_end < after && !wal.segments.is_empty() {
             // The snapshot is ahead of every record left: a follower crashed
@@ -296,7 +284,7 @@ impl Wal {
         };
         c.pending.extend_from_slice(bytes);
         c.end_offset += len;
-        let write_now = c.pending.len() >= WRITE_BEHIND_BYTES;
+        let write_now = c.pending.len() >= self.write_behind;
         c.seg_next = meta.last_seqno().next();
         c.has_batches = true;
         if let Some(info) = self.segments.last_mut() {
@@ -316,8 +304,24 @@ impl Wal {
         Ok(())
     }
 
+    /// Holds up to `bytes` of appended batches in memory before writing
+    /// them in one piece (0, the default: each batch is written at once).
+    ///
+    /// Decision (`Config::write_behind_bytes`): the held bytes are written
+    /// when they reach `bytes`, before every sync and roll, before anything
+    /// reads or cuts the log files ([`Wal::write_out`]), and when the log is
+    /// dropped. A sync still covers every batch appended before it, so
+    /// `Durability::Sync` is unchanged; under `Periodic` a run of small
+    /// batches between syncs becomes one `pwrite` instead of one each,
+    /// which was about half the time of a single-signal write (BENCHMARKS.md,
+    /// W3), at the price of a process crash losing what is held, as a
+    /// machine crash always could.
+    pub fn set_write_behind(&mut self, bytes: usize) {
+        self.write_behind = bytes;
+    }
+
     /// Writes the appended bytes still held in memory to the segment (see
-    /// [`WRITE_BEHIND_BYTES`]). Readers of the log files outside the log
+    /// [`Wal::set_write_behind`]). Readers of the log files outside the log
     /// call this (under the committer) before they read.
     pub fn write_out(&mut self) -> Result<()> {
         if self.write_failed {

@@ -614,8 +614,20 @@ fn a_crash_after_adopting_the_spare_before_any_sync_loses_nothing_synced() {
 
 #[test]
 fn appends_are_written_behind_at_a_sync_a_full_buffer_or_a_drop() {
+    // Without write-behind (the default) a batch is in the file at once.
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = open(cfg(tmp.path(), 8 << 20), 0).unwrap();
+        let (meta, _, bytes) = batch(1, 3);
+        wal.append(&meta, &bytes).unwrap();
+        let on_disk = std::fs::read(&wal.segments()[0].path).unwrap();
+        let at = SEGMENT_HEADER_LEN;
+        assert_eq!(&on_disk[at..at + bytes.len()], &bytes[..]);
+    }
     let tmp = tempfile::tempdir().unwrap();
     let (mut wal, _, _) = open(cfg(tmp.path(), 8 << 20), 0).unwrap();
+    const WRITE_BEHIND_BYTES: usize = 256 << 10;
+    wal.set_write_behind(WRITE_BEHIND_BYTES);
     let (meta, _, bytes) = batch(1, 3);
     wal.append(&meta, &bytes).unwrap();
     let path = wal.segments()[0].path.clone();
