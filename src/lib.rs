@@ -251,7 +251,7 @@ pub use replication::tcp::{TcpOptions, TcpTransport};
 pub use replication::transport::{Connection, FrameReceiver, FrameSender, Listener, Transport};
 pub use role::{Follower, Leader, Role, Single, Writable};
 pub use shard::ShardRouter;
-pub use sharded::ShardedDb;
+pub use sharded::{ShardedDb, ShardedReadView};
 pub use state::entities::{Creator, Item};
 pub use state::sessions::SessionInfo;
 pub use storage::{RealStorage, SimStorage, Storage};

@@ -75,6 +75,7 @@ use crate::error::{Result, TidalError};
 use crate::query::{Filter, Retrieve, Scored, Search};
 use crate::role::{Role, Single, Writable};
 use crate::shard::ShardRouter;
+use crate::state::State;
 use crate::state::entities::{Creator, Item};
 use crate::state::sessions::SessionInfo;
 use crate::types::{EntityId, Position, SessionId, ShardId, Timestamp, UserId};
@@ -490,3 +491,6 @@ fn merge(mut all: Vec<Scored>, k: usize) -> Vec<Scored> {
 
 #[path = "sharded_read.rs"]
 mod read;
+#[path = "sharded_view.rs"]
+mod view;
+pub use view::ShardedReadView;

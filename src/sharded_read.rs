@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Runs a closure on the state of the shard at an index.
+pub(super) type WithState<'a> = dyn Fn(usize, &mut dyn FnMut(&State)) + 'a;
+
 /// Reads, for every role.
 impl<R: Role> ShardedDb<R> {
     /// The decayed score of `entity`, read on its shard.
@@ -80,23 +83,38 @@ impl<R: Role> ShardedDb<R> {
     /// as given; every other shard gets the ids among them it owns as
     /// `exclude_ids`.
     fn shard_filters(&self, filter: &Filter) -> Vec<Filter> {
+        self.shard_filters_with(filter, &|i, f| self.shards[i].core.view.read(f))
+    }
+
+    /// [`shard_filters`](Self::shard_filters) reading each shard's state
+    /// through `with_state(shard index, f)`: the newest state, or the one a
+    /// read view holds.
+    pub(super) fn shard_filters_with(
+        &self,
+        filter: &Filter,
+        with_state: &WithState<'_>,
+    ) -> Vec<Filter> {
         let seen = filter.exclude_seen.and_then(|session| {
-            let home = self.session_index(session)?;
-            let ids: Vec<EntityId> = self.shards[home].core.view.read(|s| {
-                s.sessions
+            let home = (0..self.shards.len()).find(|&i| {
+                let mut here = false;
+                with_state(i, &mut |s| here = s.sessions.user_of(session).is_some());
+                here
+            })?;
+            let mut ids: Vec<EntityId> = Vec::new();
+            with_state(home, &mut |s| {
+                ids = s
+                    .sessions
                     .events(session, 1, usize::MAX)
                     .into_iter()
                     .map(|e| e.entity)
-                    .collect()
+                    .collect();
             });
             Some((home, ids))
         });
         let negatives = filter.exclude_hard_negatives.map(|user| {
             let home = self.index_of(user.0);
-            let ids = self.shards[home]
-                .core
-                .view
-                .read(|s| s.sessions.hard_negatives(user));
+            let mut ids = Vec::new();
+            with_state(home, &mut |s| ids = s.sessions.hard_negatives(user));
             (home, ids)
         });
         (0..self.shards.len())

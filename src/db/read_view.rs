@@ -62,6 +62,18 @@ impl Core {
     }
 }
 
+impl<'a> ReadView<'a> {
+    /// A view of `state`, a published copy of `core`'s state.
+    pub(crate) fn new(core: &'a Core, state: &'a State) -> ReadView<'a> {
+        ReadView { core, state }
+    }
+
+    /// The state this view reads.
+    pub(crate) fn state(&self) -> &'a State {
+        self.state
+    }
+}
+
 impl ReadView<'_> {
     fn type_id(&self, signal_type: &str) -> Result<u16> {
         self.core.prepare.signal_type(signal_type)

@@ -20,7 +20,7 @@
 //! docs ask for short ones.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{PoisonError, RwLock, TryLockError};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, TryLockError};
 
 use crate::state::State;
 
@@ -43,12 +43,20 @@ impl View {
 
     /// Runs `f` on the newest whole-batch state without waiting for an apply.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.read_guard())
+    }
+
+    /// The read side of the newest whole-batch copy, as `read` picks it,
+    /// for a crate-internal caller that holds several views at once (a
+    /// sharded read view). Never handed to users: a guard could be held
+    /// across an `.await` and stall the writer (see `db::read_view`).
+    pub(crate) fn read_guard(&self) -> RwLockReadGuard<'_, State> {
         loop {
             let i = self.published.load(Ordering::Acquire);
             for idx in [i, 1 - i] {
                 match self.copies[idx].try_read() {
-                    Ok(guard) => return f(&guard),
-                    Err(TryLockError::Poisoned(p)) => return f(&p.into_inner()),
+                    Ok(guard) => return guard,
+                    Err(TryLockError::Poisoned(p)) => return p.into_inner(),
                     Err(TryLockError::WouldBlock) => {}
                 }
             }
