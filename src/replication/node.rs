@@ -146,7 +146,7 @@ impl LeaderShared {
                             }
                         }
                         if core.config().auto_reconcile
-                            && let Err(e) = core.reconcile()
+                            && let Err(e) = core.reconcile_if_unmerged()
                         {
                             tracing::error!(error = %e, "reconciling a diverged suffix failed; it stays in diverged/ for the next run");
                         }
