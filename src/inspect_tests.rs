@@ -132,8 +132,14 @@ fn a_gap_between_segments_above_the_snapshot_is_damage() {
     sim.remove_file(&segs[1]).unwrap();
     let r = inspect(&sim);
     assert_eq!(r.damage.len(), 1, "{:#?}", r.damage);
-    assert_eq!(r.damage[0].file, segs[2]);
-    assert!(r.damage[0].what.contains("gap"), "{}", r.damage[0].what);
+    // Named where the log breaks (as recovery names it), the missing
+    // segment's successor in the message.
+    assert_eq!(r.damage[0].file, segs[0]);
+    let what = &r.damage[0].what;
+    assert!(
+        what.contains("gap") && what.contains(&*segs[2].to_string_lossy()),
+        "{what}"
+    );
 }
 
 #[test]
@@ -392,4 +398,78 @@ fn inspect_agrees_with_recovery_on_flipped_bytes_and_cuts_of_the_log() {
     let counts = format!("damage {damage:?}, torn {torn:?}, clean {clean:?}");
     assert!(damage[0] > 0 && torn[0] > 0 && clean[0] == 0, "{counts}");
     assert!(damage[1] > 0 && torn[1] > 0 && clean[1] > 0, "{counts}");
+}
+
+/// Opens the database on `sim` as recovery would; the corruption it
+/// reports as `(file, offset, what)`.
+fn recovery_says(sim: &Arc<SimStorage>) -> (PathBuf, u64, String) {
+    match TidalDb::open(config(sim)) {
+        Err(crate::TidalError::Corruption {
+            path,
+            offset,
+            reason,
+        }) => (path, offset, reason),
+        Err(e) => panic!("recovery reported another error: {e}"),
+        Ok(_) => panic!("recovery opened the damaged log"),
+    }
+}
+
+#[test]
+fn a_gap_between_segments_is_named_as_recovery_names_it() {
+    let sim = db_with(200, false);
+    let segs = segments(&sim);
+    let clean = inspect(&sim);
+    sim.remove_file(&segs[1]).unwrap();
+    let r = inspect(&sim);
+    assert_eq!(r.damage.len(), 1, "{:#?}", r.damage);
+    let d = &r.damage[0];
+    let said = recovery_says(&sim);
+    assert_eq!((d.file.clone(), d.offset, d.what.clone()), said);
+    // Named where the log breaks: the end of the segment before the gap.
+    let end = clean.shards[0].segments[0].end_offset;
+    assert_eq!((said.0, said.1), (segs[0].clone(), end));
+    assert!(said.2.starts_with("gap in the log: segment "), "{}", said.2);
+}
+
+#[test]
+fn a_seqno_jump_inside_a_segment_is_named_as_recovery_names_it() {
+    use crate::wal::format::{BATCH_HEADER_LEN, Schema, decode_header, decode_records};
+    let sim = db_with(200, false);
+    let last = segments(&sim).pop().unwrap();
+    let clean = inspect(&sim);
+    let at = clean.shards[0]
+        .segments
+        .last()
+        .unwrap()
+        .batches
+        .last()
+        .unwrap()
+        .offset as usize;
+    // The last batch, re-encoded (a valid CRC) two SeqNos further on.
+    let mut bytes = sim.read(&last).unwrap();
+    let (mut meta, len, _) = decode_header(&bytes[at..]).unwrap();
+    let payload = &bytes[at + BATCH_HEADER_LEN..at + BATCH_HEADER_LEN + len as usize];
+    let schema = Schema {
+        signal_type_count: 1,
+        dimension: 2,
+    };
+    let mut records = Vec::new();
+    decode_records(payload, meta.record_count, &schema, &mut records).unwrap();
+    meta.first_seqno = SeqNo(meta.first_seqno.0 + 2);
+    let mut batch = Vec::new();
+    encode_batch(&meta, &records, &mut batch);
+    assert_eq!(batch.len(), BATCH_HEADER_LEN + len as usize);
+    bytes[at..at + batch.len()].copy_from_slice(&batch);
+    sim.write_raw(&last, &bytes);
+    let r = inspect(&sim);
+    assert_eq!(r.damage.len(), 1, "{:#?}", r.damage);
+    let d = &r.damage[0];
+    let said = recovery_says(&sim);
+    assert_eq!((d.file.clone(), d.offset, d.what.clone()), said);
+    assert_eq!((said.0, said.1), (last, at as u64));
+    assert!(
+        said.2.starts_with("SeqNos not contiguous in the segment"),
+        "{}",
+        said.2
+    );
 }

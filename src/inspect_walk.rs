@@ -18,7 +18,10 @@ use crate::wal::format::{
 };
 use crate::wal::reader::list_segments;
 use crate::wal::record::Record;
-use crate::wal::segment::{SEGMENT_HEADER_LEN, decode_segment_header, parse_segment_name, wal_dir};
+use crate::wal::segment::{
+    SEGMENT_HEADER_LEN, decode_segment_header, parse_segment_name, segment_gap,
+    seqno_jump_in_segment, wal_dir,
+};
 
 pub(super) struct Walker<'a> {
     pub(super) storage: &'a dyn Storage,
@@ -182,6 +185,9 @@ impl Walker<'_> {
         // The SeqNo the log must continue at, as recovery expects it.
         let mut next = after.next();
         let mut prev_end: Option<SeqNo> = None;
+        // The previous segment and the end of its valid batches, where a
+        // gap is named (as recovery names it).
+        let mut prev_seg: Option<(std::path::PathBuf, u64)> = None;
         // After damage the SeqNos reached are unknown: the next segment is
         // not checked against them (the damage is reported already).
         let mut known = true;
@@ -198,10 +204,9 @@ impl Walker<'_> {
             match prev_end {
                 _ if !known => {}
                 _ if first > next => {
-                    let what = format!(
-                        "gap in the log: segment starts at SeqNo {first}, the log continues at {next}"
-                    );
-                    self.report.damage(&path, 0, what);
+                    let prev = prev_seg.as_ref().map(|(p, end)| (p.as_path(), *end));
+                    let (file, offset, what) = segment_gap(&path, first, next, prev);
+                    self.report.damage(&file, offset, what);
                 }
                 Some(end) if end.next() != first && first > after => {
                     let what = format!(
@@ -262,6 +267,7 @@ impl Walker<'_> {
             seg.batches = found.list;
             known = matches!(end, End::Clean { .. });
             self.finish(&path, end, i + 1 == count, &mut seg);
+            prev_seg = Some((path.clone(), seg.end_offset));
             match seg.last {
                 Some(l) => {
                     next = if known {
@@ -472,10 +478,15 @@ impl Walker<'_> {
             self.report.damage(path, at, what);
         }
         if let Some(e) = expect.filter(|e| *e != meta.first_seqno) {
-            let what = format!(
-                "SeqNos not contiguous: batch starts at {}, expected {e}",
-                meta.first_seqno
-            );
+            // In a segment, worded as recovery words it.
+            let what = if how.first.is_some() {
+                seqno_jump_in_segment(meta.first_seqno, e)
+            } else {
+                format!(
+                    "SeqNos not contiguous: batch starts at {}, expected {e}",
+                    meta.first_seqno
+                )
+            };
             self.report.damage(path, at, what);
         }
         records.clear();

@@ -42,6 +42,9 @@ pub(crate) struct ReplMarks {
     /// The largest `|skew|` observed since open, in ms.
     skew_max_ms: AtomicI64,
     skew_seen: AtomicBool,
+    /// Set once this process synced the data directory with `diverged/`
+    /// in it: from then on `diverged/`'s entry is durable.
+    diverged_dir_durable: AtomicBool,
     /// One reconciliation at a time.
     pub(crate) reconcile_lock: Mutex<()>,
     /// What the last reconciliation did.
@@ -57,6 +60,7 @@ impl ReplMarks {
             skew_last_ms: AtomicI64::new(0),
             skew_max_ms: AtomicI64::new(0),
             skew_seen: AtomicBool::new(false),
+            diverged_dir_durable: AtomicBool::new(false),
             reconcile_lock: Mutex::new(()),
             last_reconcile: Mutex::new(None),
         }
@@ -269,13 +273,23 @@ impl Core {
     ) -> Result<PathBuf> {
         let storage = self.storage.as_ref();
         let dir = self.data_dir.join(DIVERGED_DIR);
-        if !storage.exists(&dir) {
-            storage
-                .create_dir_all(&dir)
-                .map_err(|e| TidalError::io("create dir", &dir, e))?;
+        // `diverged/` existing does not make its entry durable: an earlier
+        // try may have created it and failed (or the process died) before
+        // the sync. So the data directory is synced once per process
+        // whether or not the directory was there, before anything is kept
+        // in it: a cut trusts the suffix to survive a crash.
+        if !self.marks.diverged_dir_durable.load(Ordering::Acquire) {
+            if !storage.exists(&dir) {
+                storage
+                    .create_dir_all(&dir)
+                    .map_err(|e| TidalError::io("create dir", &dir, e))?;
+            }
             storage
                 .sync_dir_at(SyncPoint::DivergedCreateDir, &self.data_dir)
                 .map_err(|e| TidalError::io("sync dir", &self.data_dir, e))?;
+            self.marks
+                .diverged_dir_durable
+                .store(true, Ordering::Release);
         }
         let mut base = format!("{:020}-{:020}", epoch.0, first.0);
         if let Some(node) = origin {

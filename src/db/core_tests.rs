@@ -164,3 +164,32 @@ fn a_follower_appends_a_run_of_batches_with_one_sync_and_stops_at_a_refused_one(
     assert_eq!(core.applied_tx.borrow().seqno, SeqNo(8));
     core.shutdown().expect("shutdown");
 }
+
+/// A first try to keep a suffix that created `diverged/` but failed to sync
+/// its entry leaves the directory there; the retry must still make that
+/// entry durable before it keeps the suffix (a cut then drops the log's
+/// copy), or a crash loses the kept suffix with its directory.
+#[test]
+fn a_suffix_kept_after_a_failed_directory_sync_survives_a_crash() {
+    use crate::storage::{CrashMode, FaultKind, SyncPoint};
+    let storage = std::sync::Arc::new(crate::storage::SimStorage::default());
+    let cfg = Config {
+        storage: storage.clone(),
+        ..config(1)
+    };
+    let core = Core::open(cfg, NodeRole::Single).expect("open");
+    storage.fail_at(SyncPoint::DivergedCreateDir, FaultKind::SyncDir);
+    let first = core.keep_diverged(Epoch(1), SeqNo(5), None, b"suffix");
+    assert!(first.is_err(), "the injected sync failure is reported");
+    assert_eq!(storage.fired_at(SyncPoint::DivergedCreateDir).len(), 1);
+    let path = core
+        .keep_diverged(Epoch(1), SeqNo(5), None, b"suffix")
+        .expect("the retry keeps the suffix");
+    storage.crash(CrashMode::DropUnsynced);
+    drop(core);
+    assert_eq!(
+        storage.read(&path).as_deref(),
+        Some(&b"suffix"[..]),
+        "the kept suffix was lost in the crash with its directory's entry"
+    );
+}

@@ -135,6 +135,29 @@ impl Core {
             .reconcile_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        self.reconcile_locked()
+    }
+
+    /// The automatic reconciliation when a suffix arrives: merges as
+    /// [`Core::reconcile`] does if any held suffix is unmerged, else does
+    /// nothing and returns `None`, leaving the last report in place. A
+    /// follower hands its suffixes over on every connection, so most
+    /// arrivals are copies of suffixes merged already; reconciling for
+    /// them would replace the report of the merge with an empty one.
+    pub(crate) fn reconcile_if_unmerged(self: &Arc<Self>) -> Result<Option<ReconcileReport>> {
+        let _one_at_a_time = self
+            .marks
+            .reconcile_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.diverged().iter().all(|d| d.merged) {
+            return Ok(None);
+        }
+        self.reconcile_locked().map(Some)
+    }
+
+    /// [`Core::reconcile`] under its lock.
+    fn reconcile_locked(self: &Arc<Self>) -> Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
         let result = self.reconcile_all(&mut report);
         *self

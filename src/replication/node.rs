@@ -132,13 +132,21 @@ impl LeaderShared {
                     let Some(core) = self.core.upgrade() else {
                         continue;
                     };
+                    let shared = Arc::clone(self);
                     self.handle.spawn_blocking(move || {
                         match core.keep_diverged(epoch, first, origin, &batches) {
                             Ok(path) => tracing::warn!(follower = f.0, path = %path.display(), "stored a diverged suffix for reconciliation"),
-                            Err(e) => return tracing::error!(error = %e, "could not store a diverged suffix"),
+                            Err(e) => {
+                                // The follower hands its suffixes over once
+                                // per connection: end this one, so the next
+                                // sends them again (else they wait for a
+                                // failover or a restart to be merged).
+                                tracing::error!(follower = f.0, error = %e, "could not store a diverged suffix; dropping the follower's connection so it hands it over again");
+                                return shared.disconnect(f);
+                            }
                         }
                         if core.config().auto_reconcile
-                            && let Err(e) = core.reconcile()
+                            && let Err(e) = core.reconcile_if_unmerged()
                         {
                             tracing::error!(error = %e, "reconciling a diverged suffix failed; it stays in diverged/ for the next run");
                         }

@@ -47,9 +47,13 @@
 //! - Every write acknowledged under `Replicated` is in the synced log of
 //!   the leader of the newest epoch.
 //! - At the end the network heals, every node restarts and follows the
-//!   newest leader, and the run quiesces: all logs must be byte-identical,
-//!   no id held twice, every `Replicated` write and every suffix the
-//!   leader received merged into the state.
+//!   newest leader, and the run quiesces (every follower welcomed and its
+//!   suffixes handed over, every suffix the leader holds merged): all logs
+//!   must be byte-identical, no id held twice, every `Replicated` write,
+//!   every `Sync` write (a leader later cut keeps it in `diverged/`) and
+//!   every id of every suffix any node holds merged into the state.
+//!   [`Stats::stranded_ids`] and [`Stats::sync_acked_lost`] count what
+//!   broke the last two; the run fails if either is not zero.
 //!
 //! # Modelling choices
 //!
@@ -62,13 +66,26 @@
 //!   waiting for the HWM, as in the real core.
 //! - Drop, duplicate and delay act on single messages (a TCP transport
 //!   would break the connection instead): harsher than the real transport.
-//! - A follower's cut suffix reaches the leader only through the one
-//!   `DivergedSuffix` the receiver sends after the cut, as in the real
-//!   node. When that message is lost the suffix stays in the follower's
-//!   `diverged/` ([`Stats::stranded_ids`]); writes acknowledged under
-//!   `Sync` that were only there are missing from the final state
-//!   ([`Stats::sync_acked_lost`], counted, not failed: the contract only
-//!   promises `Replicated` writes).
+//!   Except for one message: a lost `DivergedSuffix` breaks its
+//!   connection, as TCP would, since only a new connection sends it again
+//!   ([`Stats::suffixes_lost`]). Kept as a single-message loss, it would
+//!   strand the suffix as long as that connection lives: what the real
+//!   leader avoids when *it* fails to keep a suffix by ending the
+//!   follower's connection (`node.rs`).
+//! - The follower's suffixes, as `node_follower.rs` and
+//!   `Core::unmerged_suffixes` handle them: a cut suffix is sent once
+//!   right after the cut, and every unmerged suffix the node holds (its
+//!   own cuts, and those it received as a leader and did not merge) is
+//!   handed over again, once per connection, as soon as a leader welcomes
+//!   it. The leader stores a suffix unless it already holds the same bytes
+//!   from the same node, merged or not (`keep_diverged`'s dedup), so a
+//!   lost message is sent again on the next connection and a duplicate is
+//!   stored once ([`Stats::suffixes_deduped`]). A stored suffix is durable
+//!   at once (the real leader keeps it on the blocking pool; a crash
+//!   before that is one more lost message, which the next hand-over
+//!   repairs). A suffix stored twice (relayed through two nodes, so from
+//!   two origins) has its ids merged once, as reconciliation's per-origin
+//!   pointwise maximum counts them once.
 //!
 //! # Replaying
 //!
@@ -81,9 +98,11 @@
 //!
 //! [`Mutant`] plants one known bug to prove the invariants catch it: the
 //! divergence cut disabled and stale acks counted (switches inside the
-//! shipper that exist only under `cfg(test)`), and shipping before the
+//! shipper that exist only under `cfg(test)`), shipping before the
 //! leader's sync (the simulated I/O tells the shipper a batch is durable
-//! when it is written).
+//! when it is written), and no hand-over (the follower's I/O sends a cut
+//! suffix only once, as before the hand-over existed: the strict final
+//! check finds the writes stranded when that one message is lost).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -118,6 +137,10 @@ pub(super) enum Mutant {
     /// and the handshake, and an older connection of a node as another
     /// replica.
     CountStaleAcks,
+    /// The follower never hands its held suffixes over: a cut suffix
+    /// reaches a leader only through the one message sent after the cut
+    /// (the follower's I/O before the hand-over existed).
+    NoHandOver,
 }
 
 /// FNV-1a, 64 bits: the trace hash and the chain hash of logs.
@@ -234,6 +257,9 @@ pub(super) fn find(log: &[Entry], seqno: SeqNo) -> Option<&Entry> {
 /// A diverged suffix kept durably (`diverged/`).
 #[derive(Clone, Debug)]
 pub(super) struct Suffix {
+    /// The follower that sent it; `None` for this node's own cut (the
+    /// file name's `-n<id>`).
+    pub(super) origin: Option<NodeId>,
     pub(super) entries: Vec<Entry>,
     /// Merged and marked so (durable).
     pub(super) merged: bool,
@@ -265,6 +291,8 @@ pub(super) struct Lead {
 pub(super) struct Follow {
     pub(super) rx: Receiver,
     pub(super) conn: Option<u64>,
+    /// The held suffixes were handed to the leader on this connection.
+    pub(super) handed_over: bool,
 }
 
 pub(super) enum Role {
@@ -322,7 +350,12 @@ pub(super) struct Stats {
     pub(super) dropped: u64,
     pub(super) reconnects: u64,
     pub(super) fenced: u64,
-    /// Ids in suffixes cut on followers that never reached a leader.
+    /// Suffixes a leader was sent again and did not store twice.
+    pub(super) suffixes_deduped: u64,
+    /// Hand-over messages lost (each broke its connection).
+    pub(super) suffixes_lost: u64,
+    /// Ids in suffixes held anywhere that are missing from the final state
+    /// (the final check fails if any).
     pub(super) stranded_ids: u64,
     /// Writes acknowledged under `Sync` missing from the final state.
     pub(super) sync_acked_lost: u64,
@@ -481,7 +514,11 @@ impl Cluster {
             timeout_ms: TIMEOUT_MS,
             hlc_floor: Hlc::default(),
         });
-        node.role = Role::Follower(Box::new(Follow { rx, conn: None }));
+        node.role = Role::Follower(Box::new(Follow {
+            rx,
+            conn: None,
+            handed_over: false,
+        }));
     }
 
     /// Appends a batch of `records` to node `i`'s log (unsynced).

@@ -218,7 +218,20 @@ impl Cluster {
             Role::Leader(l) => l.hwm,
             _ => return false,
         };
+        // Every follower was welcomed on a connection to the leader open at
+        // both ends, and handed its unmerged suffixes over on it (a
+        // follower whose log already matched may not have connected yet,
+        // or still sit on a connection whose leader end died with a crash,
+        // where what it sends is lost until its timeout).
+        let handed_over = (0..NODES).filter(|&i| i != n).all(|i| {
+            matches!(&self.nodes[i].role, Role::Follower(f)
+            if f.rx.is_streaming() && f.handed_over
+                && f.conn.and_then(|c| self.conns.get(&c)).is_some_and(|c| {
+                    c.leader == n && c.leader_open && c.follower_open
+                }))
+        });
         self.wire.is_empty()
+            && handed_over
             && leader.synced == leader.log.len()
             && hwm == last_of(&leader.log).seqno
             && leader.diverged.iter().all(|s| s.merged)
@@ -270,17 +283,51 @@ impl Cluster {
                 "write id {id} of a suffix leader {n} received is not merged"
             ));
         }
-        self.stats.stranded_ids = (0..NODES)
-            .filter(|&i| i != n)
-            .flat_map(|i| self.nodes[i].diverged.iter())
-            .flat_map(|s| s.entries.iter().flat_map(|e| e.ids.iter()))
-            .filter(|id| !count.contains_key(id))
-            .count() as u64;
+        // Every suffix any node holds reached the leader and was merged:
+        // followers hand theirs over on every connection.
+        let stranded: Vec<(usize, u64)> = (0..NODES)
+            .flat_map(|i| self.nodes[i].diverged.iter().map(move |s| (i, s)))
+            .flat_map(|(i, s)| {
+                s.entries
+                    .iter()
+                    .flat_map(move |e| e.ids.iter().map(move |id| (i, *id)))
+            })
+            .filter(|(_, id)| !count.contains_key(id))
+            .collect();
+        self.stats.stranded_ids = stranded.len() as u64;
         self.stats.sync_acked_lost = self
             .acked_sync
             .iter()
             .filter(|id| !count.contains_key(id))
             .count() as u64;
+        if let Some(&(i, id)) = stranded.first() {
+            let name = |s: &super::sim_cluster::Suffix| {
+                let at = s
+                    .entries
+                    .first()
+                    .map(|e| (e.meta.epoch.0, e.meta.first_seqno.0));
+                (s.origin.map(|o| o.0), at, s.merged)
+            };
+            let holder: Vec<_> = self.nodes[i]
+                .diverged
+                .iter()
+                .filter(|s| s.entries.iter().any(|e| e.ids.contains(&id)))
+                .map(name)
+                .collect();
+            let leader_holds: Vec<_> = self.nodes[n].diverged.iter().map(name).collect();
+            return self.fail(format!(
+                "write id {id} of a suffix node {i} holds never reached leader {n}'s state ({} stranded); \
+                 (origin, (epoch, first), merged) of that suffix: {holder:?}, of the leader's: {leader_holds:?}",
+                stranded.len()
+            ));
+        }
+        let lost_sync = self.acked_sync.iter().find(|id| !count.contains_key(id));
+        if let Some(id) = lost_sync {
+            return self.fail(format!(
+                "write id {id} was acknowledged Sync and is lost ({} such)",
+                self.stats.sync_acked_lost
+            ));
+        }
         let final_state = self.nodes[n].log.last().map_or(0, |e| e.chain);
         self.mix(&final_state.to_le_bytes());
     }

@@ -71,8 +71,9 @@ impl Cluster {
         match ev {
             Event::Deliver(k) => self.deliver(k, false),
             Event::Drop(k) => {
-                self.wire.remove(k);
+                let p = self.wire.remove(k);
                 self.stats.dropped += 1;
+                self.lost(&p);
             }
             Event::Duplicate(k) => self.deliver(k, true),
             Event::Delay(k) => {

@@ -10,6 +10,7 @@ use super::message::Message;
 use super::receiver::ReceiverOutput;
 use super::shipper::{FollowerId, ShipperOutput};
 use super::sim_cluster::{Cluster, Conn, Entry, FNV0, NODES, Packet, Role, Suffix, find};
+use crate::types::{Epoch, SeqNo};
 use crate::wal::format::{BATCH_HEADER_LEN, decode_header};
 
 impl Cluster {
@@ -34,6 +35,26 @@ impl Cluster {
                 to_leader,
                 bytes: msg.encode(),
             });
+        }
+    }
+
+    /// Packet `p` was lost on a connection still open at both ends. A
+    /// hand-over (`DivergedSuffix`) is the one message whose loss nothing
+    /// on that connection repairs (acks are cumulative, a lost hello or
+    /// batch times out or shows a gap): only the next connection sends it
+    /// again. The real transport (TCP) never loses a message on a live
+    /// connection, it breaks it; so a lost hand-over breaks its connection
+    /// here too, and the follower reconnects and hands over again.
+    pub(super) fn lost(&mut self, p: &Packet) {
+        if p.to_leader
+            && matches!(
+                Message::decode(&p.bytes),
+                Ok(Message::DivergedSuffix { .. })
+            )
+            && self.conns.contains_key(&p.conn)
+        {
+            self.stats.suffixes_lost += 1;
+            self.close_conn(p.conn);
         }
     }
 
@@ -125,6 +146,7 @@ impl Cluster {
             return;
         };
         f.conn = Some(conn);
+        f.handed_over = false;
         let outs = f.rx.on_connect(now);
         self.rx_outputs(i, outs);
     }
@@ -148,6 +170,9 @@ impl Cluster {
         };
         if !open || self.is_cut(leader, follower) {
             self.stats.dropped += 1;
+            if open {
+                self.lost(&p);
+            }
             return;
         }
         let msg = Message::decode(&p.bytes).expect("the sim's own frames decode");
@@ -216,10 +241,27 @@ impl Cluster {
                     "node {i} asked for a snapshot; the whole log is retained"
                 ));
             }
-            ShipperOutput::StoreDiverged { batches, .. } => {
+            ShipperOutput::StoreDiverged {
+                origin, batches, ..
+            } => {
+                // As `keep_diverged`: a suffix held already from the same
+                // node, merged or not, is not stored again.
                 let entries = split(&batches);
+                let held = self.nodes[i].diverged.iter().any(|s| {
+                    s.origin == origin
+                        && s.entries.len() == entries.len()
+                        && s.entries
+                            .iter()
+                            .zip(&entries)
+                            .all(|(a, b)| a.bytes == b.bytes)
+                });
+                if held {
+                    self.stats.suffixes_deduped += 1;
+                    return;
+                }
                 self.stats.suffixes_received += 1;
                 self.nodes[i].diverged.push(Suffix {
+                    origin,
                     entries,
                     merged: false,
                     merging: None,
@@ -276,6 +318,7 @@ impl Cluster {
     /// `start_follower` does.
     pub(super) fn rx_outputs(&mut self, i: usize, outs: Vec<ReceiverOutput>) {
         let mut queue: VecDeque<ReceiverOutput> = outs.into();
+        self.hand_over(i, &mut queue);
         while let Some(o) = queue.pop_front() {
             let conn = match self.follow(i) {
                 Some(f) => f.conn,
@@ -314,6 +357,7 @@ impl Cluster {
                     };
                     let bytes: Vec<u8> = cut.iter().flat_map(|e| e.bytes.to_vec()).collect();
                     self.nodes[i].diverged.push(Suffix {
+                        origin: None,
                         entries: cut,
                         merged: false,
                         merging: None,
@@ -359,6 +403,32 @@ impl Cluster {
                     node.seen = node.seen.max(e);
                 }
             }
+        }
+    }
+
+    /// Once per connection, as soon as the leader welcomed it, follower `i`
+    /// hands every unmerged suffix it holds to the leader, after the
+    /// outputs already queued: what `start_follower` in `node_follower.rs`
+    /// does at the top of its loop, with `Core::unmerged_suffixes`.
+    fn hand_over(&mut self, i: usize, queue: &mut VecDeque<ReceiverOutput>) {
+        let held: Vec<(Epoch, SeqNo, Bytes)> = self.nodes[i]
+            .diverged
+            .iter()
+            .filter(|s| !s.merged)
+            .filter_map(|s| {
+                let head = s.entries.first()?;
+                let bytes: Vec<u8> = s.entries.iter().flat_map(|e| e.bytes.to_vec()).collect();
+                Some((head.meta.epoch, head.meta.first_seqno, Bytes::from(bytes)))
+            })
+            .collect();
+        let no_hand_over = self.mutant == Some(super::sim_cluster::Mutant::NoHandOver);
+        let Some(f) = self.follow(i) else { return };
+        if f.handed_over || !f.rx.is_streaming() {
+            return;
+        }
+        f.handed_over = true;
+        if !no_hand_over {
+            queue.extend(f.rx.hand_over(held));
         }
     }
 

@@ -51,6 +51,8 @@ fn add(t: &mut Stats, s: &Stats) {
     t.rejoins += s.rejoins;
     t.cuts += s.cuts;
     t.suffixes_received += s.suffixes_received;
+    t.suffixes_deduped += s.suffixes_deduped;
+    t.suffixes_lost += s.suffixes_lost;
     t.merged_ids += s.merged_ids;
     t.dropped += s.dropped;
     t.reconnects += s.reconnects;
@@ -77,6 +79,10 @@ fn fifty_seeds_keep_every_invariant_and_converge() {
             "{total:?}"
         );
         assert!(total.dropped > 0 && total.fenced > 0, "{total:?}");
+        // Followers handed suffixes over again and the leader kept one copy.
+        assert!(total.suffixes_deduped > 0, "{total:?}");
+        // Every run's final check fails on one; the sum says so too.
+        assert_eq!(total.stranded_ids + total.sync_acked_lost, 0, "{total:?}");
     }
 }
 
@@ -125,6 +131,7 @@ fn each_mutant_is_caught_within_the_fifty_seeds() {
         Mutant::NoDivergenceCut,
         Mutant::ShipBeforeSync,
         Mutant::CountStaleAcks,
+        Mutant::NoHandOver,
     ] {
         let (seeds, why) = caught(mutant);
         let Some(why) = why else {

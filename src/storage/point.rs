@@ -138,7 +138,9 @@ sync_points! {
     EpochRename => Rename,
     /// Data directory after the `EPOCH` rename.
     EpochDir => Dir,
-    /// `keep_diverged`: a new `diverged/` directory's entry.
+    /// `keep_diverged`: the `diverged/` directory's entry (synced once per
+    /// process, even if the directory existed: an earlier try may have
+    /// created it and failed before syncing).
     DivergedCreateDir => Dir,
     /// A diverged suffix's temporary file's data.
     DivergedFile => File,

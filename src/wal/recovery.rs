@@ -36,7 +36,7 @@ use crate::wal::log::{CutKind, LogConfig, LogCut, LogRecoveryReport, SegmentInfo
 use crate::wal::record::Record;
 use crate::wal::segment::{
     SEGMENT_HEADER_LEN, decode_segment_header, encode_segment_header, is_zero, parse_segment_name,
-    zero_fill,
+    segment_gap, seqno_jump_in_segment, zero_fill,
 };
 
 /// Where appending continues in the last segment after recovery.
@@ -237,21 +237,11 @@ impl ScanState<'_> {
             Ok(_) => {}
         }
         if first > self.expected {
-            let gap = format!(
-                "gap in the log: segment {} starts at SeqNo {first}, the log continues at {}",
-                path.display(),
-                self.expected
-            );
             // The previous segment was cut short (or one after it is
             // missing): name the file and offset where the log breaks.
-            return Err(match &self.prev_end {
-                Some((prev, end)) => TidalError::corruption(
-                    prev,
-                    *end,
-                    format!("{gap}: this segment ends early at offset {end}"),
-                ),
-                None => TidalError::corruption(path, 0, gap),
-            });
+            let prev = self.prev_end.as_ref().map(|(p, end)| (p.as_path(), *end));
+            let (file, offset, what) = segment_gap(path, first, self.expected, prev);
+            return Err(TidalError::corruption(file, offset, what));
         }
         let mut o = SEGMENT_HEADER_LEN;
         loop {
@@ -298,10 +288,7 @@ impl ScanState<'_> {
             }
             let at = |reason: String| Err(TidalError::corruption(path, o as u64, reason));
             if meta.first_seqno != self.seg_next {
-                return at(format!(
-                    "SeqNos not contiguous in the segment: batch starts at {}, expected {}",
-                    meta.first_seqno, self.seg_next
-                ));
+                return at(seqno_jump_in_segment(meta.first_seqno, self.seg_next));
             }
             let last = meta.last_seqno();
             if last > self.after {

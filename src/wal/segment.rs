@@ -155,6 +155,37 @@ pub fn create_segment(
     Ok((path, file))
 }
 
+/// A segment starting past the SeqNo the log continues at, as recovery
+/// reports it and `inspect` must too: `(file, offset, what)`. With a
+/// previous segment (`prev`: its path and the end of its valid batches) the
+/// damage is named where the log breaks, at that end (it was cut short, or
+/// a segment after it is missing); else at the start of this one.
+pub(crate) fn segment_gap(
+    path: &Path,
+    first: SeqNo,
+    continues: SeqNo,
+    prev: Option<(&Path, u64)>,
+) -> (PathBuf, u64, String) {
+    let gap = format!(
+        "gap in the log: segment {} starts at SeqNo {first}, the log continues at {continues}",
+        path.display()
+    );
+    match prev {
+        Some((prev, end)) => (
+            prev.to_path_buf(),
+            end,
+            format!("{gap}: this segment ends early at offset {end}"),
+        ),
+        None => (path.to_path_buf(), 0, gap),
+    }
+}
+
+/// A batch inside a segment that does not start where the one before it
+/// ended, as recovery reports it and `inspect` must too.
+pub(crate) fn seqno_jump_in_segment(first: SeqNo, expected: SeqNo) -> String {
+    format!("SeqNos not contiguous in the segment: batch starts at {first}, expected {expected}")
+}
+
 /// Name of the spare segment pre-allocated in the background. It is not a
 /// segment name, so recovery never reads it; a leftover one (a crash while
 /// it was being zero-filled) is removed when the log opens.

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Inner, SimStorage};
 use crate::storage::{PointKind, Storage, StorageFile, SyncPoint};
@@ -57,10 +57,14 @@ pub(super) struct Fault {
 pub(super) struct PointFaults {
     /// Points whose sync is skipped (it returns `Ok` and syncs nothing).
     disabled: BTreeSet<SyncPoint>,
-    /// One-shot faults, each at its point.
-    pending: Vec<(SyncPoint, FaultKind)>,
+    /// Faults, each at its point, and whether it stays after firing.
+    pending: Vec<(SyncPoint, FaultKind, bool)>,
     /// Calls that reached each point (disabled or failed ones included).
     hits: BTreeMap<SyncPoint, u64>,
+    /// Every one-shot fault that fired, in order: its point and the path
+    /// of the call (`None` for a file sync). Kept through
+    /// [`SimStorage::clear_faults`] and crashes: it is what happened.
+    fired: Vec<(SyncPoint, Option<PathBuf>)>,
     /// Set while the next `sync_data` is to report a writeback error and
     /// lose the unsynced writes: the message it fails with.
     pub(super) writeback_error: Option<String>,
@@ -109,12 +113,17 @@ impl Inner {
         Ok(())
     }
 
-    /// Counts a call at `point`, then: the injected fault scheduled there
-    /// (as an error), or whether the point is disabled.
-    fn at_point(&mut self, point: SyncPoint) -> io::Result<bool> {
+    /// Counts a call at `point` (on `path`, when the call names one), then:
+    /// the injected fault scheduled there (as an error, recorded), or
+    /// whether the point is disabled.
+    fn at_point(&mut self, point: SyncPoint, path: Option<&Path>) -> io::Result<bool> {
         *self.points.hits.entry(point).or_default() += 1;
-        if let Some(i) = self.points.pending.iter().position(|(p, _)| *p == point) {
-            let (_, kind) = self.points.pending.remove(i);
+        if let Some(i) = self.points.pending.iter().position(|(p, ..)| *p == point) {
+            let (_, kind, stays) = self.points.pending[i];
+            if !stays {
+                self.points.pending.remove(i);
+            }
+            self.points.fired.push((point, path.map(Path::to_path_buf)));
             let msg = format!("injected {kind:?} fault at sync point {point}");
             return match kind {
                 FaultKind::Write if point.kind() == PointKind::File => {
@@ -189,7 +198,27 @@ impl SimStorage {
     /// assert!(fs.sync_file(SyncPoint::LogAppend, f.as_ref()).is_ok());
     /// ```
     pub fn fail_at(&self, point: SyncPoint, kind: FaultKind) {
-        self.inner().points.pending.push((point, kind));
+        self.inner().points.pending.push((point, kind, false));
+    }
+
+    /// Makes every call at `point` fail with `kind` (as
+    /// [`SimStorage::fail_at`] does once) until
+    /// [`SimStorage::clear_faults`]: a step that retries must not get past
+    /// the point.
+    ///
+    /// ```
+    /// use tidal::storage::{FaultKind, Storage, SyncPoint};
+    /// let fs = tidal::SimStorage::default();
+    /// fs.create_dir_all("/d".as_ref()).unwrap();
+    /// fs.fail_always_at(SyncPoint::MetaDir, FaultKind::SyncDir);
+    /// assert!(fs.sync_dir_at(SyncPoint::MetaDir, "/d".as_ref()).is_err());
+    /// assert!(fs.sync_dir_at(SyncPoint::MetaDir, "/d".as_ref()).is_err());
+    /// assert_eq!(fs.fired_at(SyncPoint::MetaDir).len(), 2);
+    /// fs.clear_faults();
+    /// assert!(fs.sync_dir_at(SyncPoint::MetaDir, "/d".as_ref()).is_ok());
+    /// ```
+    pub fn fail_always_at(&self, point: SyncPoint, kind: FaultKind) {
+        self.inner().points.pending.push((point, kind, true));
     }
 
     /// The test-only switch: the sync at `point` is skipped from now on
@@ -234,15 +263,45 @@ impl SimStorage {
         self.inner().points.hits.get(&point).copied().unwrap_or(0)
     }
 
+    /// The faults injected with [`SimStorage::fail_at`] (or
+    /// [`SimStorage::fail_always_at`]) that fired at
+    /// `point`, in order, each with the path of the call it failed (the
+    /// renamed file or the synced directory; `None` for a file sync): a
+    /// test proves its fault happened, and where, from this record rather
+    /// than from call counts that depend on timing.
+    ///
+    /// ```
+    /// use std::path::PathBuf;
+    /// use tidal::storage::{FaultKind, Storage, SyncPoint};
+    /// let fs = tidal::SimStorage::default();
+    /// fs.create_dir_all("/d".as_ref()).unwrap();
+    /// fs.fail_at(SyncPoint::MetaDir, FaultKind::SyncDir);
+    /// fs.clear_faults(); // removed before it fired: nothing recorded
+    /// assert!(fs.fired_at(SyncPoint::MetaDir).is_empty());
+    /// fs.fail_at(SyncPoint::MetaDir, FaultKind::SyncDir);
+    /// assert!(fs.sync_dir_at(SyncPoint::MetaDir, "/d".as_ref()).is_err());
+    /// assert!(fs.sync_dir_at(SyncPoint::MetaDir, "/d".as_ref()).is_ok());
+    /// assert_eq!(fs.fired_at(SyncPoint::MetaDir), vec![Some(PathBuf::from("/d"))]);
+    /// ```
+    pub fn fired_at(&self, point: SyncPoint) -> Vec<Option<PathBuf>> {
+        self.inner()
+            .points
+            .fired
+            .iter()
+            .filter(|(p, _)| *p == point)
+            .map(|(_, path)| path.clone())
+            .collect()
+    }
+
     pub(super) fn sync_file_at(&self, point: SyncPoint, file: &dyn StorageFile) -> io::Result<()> {
-        if self.inner().at_point(point)? {
+        if self.inner().at_point(point, None)? {
             return Ok(());
         }
         file.sync_data()
     }
 
     pub(super) fn sync_dir_at_point(&self, point: SyncPoint, path: &Path) -> io::Result<()> {
-        if self.inner().at_point(point)? {
+        if self.inner().at_point(point, Some(path))? {
             return Ok(());
         }
         self.sync_dir(path)
@@ -255,7 +314,7 @@ impl SimStorage {
         to: &Path,
     ) -> io::Result<()> {
         // A rename point is never disabled (`disable_sync` refuses it).
-        self.inner().at_point(point)?;
+        self.inner().at_point(point, Some(from))?;
         self.rename(from, to)
     }
 }

@@ -278,6 +278,41 @@ impl SimStorage {
         g.nodes.get(ino).map(|n| n.data.len() as u64)
     }
 
+    /// Whether a file exists now exactly as a [`CrashMode::DropUnsynced`]
+    /// crash would leave it: its name is durable (the entry and every
+    /// ancestor directory synced) and names the same file, and none of its
+    /// writes is unsynced. Lets a test wait until an operation it cannot
+    /// observe otherwise (a node keeping a file it was sent) is durable,
+    /// rather than sleeping.
+    ///
+    /// ```
+    /// use tidal::storage::{OpenMode, Storage};
+    /// let fs = tidal::SimStorage::default();
+    /// fs.create_dir_all("/d".as_ref()).unwrap();
+    /// let f = fs.open("/d/a".as_ref(), OpenMode::CreateNew).unwrap();
+    /// f.write_all_at(b"x", 0).unwrap();
+    /// f.sync_data().unwrap();
+    /// assert!(!fs.survives_crash("/d/a")); // the entry is not synced
+    /// fs.sync_dir("/d".as_ref()).unwrap();
+    /// assert!(!fs.survives_crash("/d/a")); // nor is /d's entry in /
+    /// fs.sync_dir("/".as_ref()).unwrap();
+    /// assert!(fs.survives_crash("/d/a"));
+    /// f.write_all_at(b"y", 1).unwrap();
+    /// assert!(!fs.survives_crash("/d/a")); // an unsynced write
+    /// ```
+    pub fn survives_crash(&self, path: impl AsRef<Path>) -> bool {
+        let path = norm(path.as_ref());
+        let g = self.inner();
+        let (Some(ino), Some(durable)) = (g.names.get(&path), g.durable_names.get(&path)) else {
+            return false;
+        };
+        let dirs_durable = parent_of(&path)
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && a.parent().is_some())
+            .all(|a| g.durable_dirs.contains(a));
+        ino == durable && dirs_durable && g.nodes.get(ino).is_some_and(|n| n.unsynced.is_empty())
+    }
+
     /// The current content of a file, if it exists.
     pub fn read(&self, path: impl AsRef<Path>) -> Option<Vec<u8>> {
         let g = self.inner();
