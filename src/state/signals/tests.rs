@@ -551,3 +551,32 @@ fn decode_refuses_a_configuration_mismatch() {
     bad[33..41].copy_from_slice(&f64::NAN.to_bits().to_le_bytes());
     assert!(SignalStore::decode(&mut Reader::new(&bad), &HALF_LIVES_MS, 2, 0.0).is_err());
 }
+
+#[test]
+fn a_large_store_decodes_its_types_in_parallel_to_the_same_bits_and_errors() {
+    // Above PARALLEL_DECODE_ENTRIES, so each type's table fills on its own
+    // thread.
+    let mut store = SignalStore::new(&HALF_LIVES_MS, 2, 0.0);
+    let per_type = PARALLEL_DECODE_ENTRIES as u64 / 2 + 1_000;
+    for ty in 0..2u16 {
+        for id in 0..per_type {
+            store.add(ty, EntityId(id * 3 + u64::from(ty)), 1.0 + id as f64, Timestamp(100));
+        }
+    }
+    let mut bytes = Vec::new();
+    store.encode(&mut bytes);
+    let mut r = Reader::new(&bytes);
+    let decoded = SignalStore::decode(&mut r, &HALF_LIVES_MS, 2, 0.0).unwrap();
+    assert!(r.is_empty());
+    let mut again = Vec::new();
+    decoded.encode(&mut again);
+    assert_eq!(bytes, again);
+    // A duplicate id in the second type is refused at the offset right
+    // after the duplicate entry, as a one-thread decode would name it.
+    let last = bytes.len() - ENTRY_BYTES;
+    let id_before = bytes[last - ENTRY_BYTES..last - ENTRY_BYTES + 8].to_vec();
+    bytes[last..last + 8].copy_from_slice(&id_before);
+    let err = SignalStore::decode(&mut Reader::new(&bytes), &HALF_LIVES_MS, 2, 0.0).unwrap_err();
+    assert_eq!(err.offset, bytes.len(), "{err:?}");
+    assert!(err.reason.contains("appears twice"), "{err:?}");
+}
