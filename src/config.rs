@@ -194,6 +194,32 @@ impl Default for Limits {
     }
 }
 
+/// The approximate vector index (`search` over large embedding sets).
+///
+/// A kind's embeddings are searched exactly until the kind holds
+/// `min_vectors` of them; from then on they are an inverted-file index of
+/// about `sqrt(n)` lists, and a search scans the `probes` lists nearest the
+/// query (more lists, when a filter leaves fewer than `k` results). Higher
+/// `probes`: higher recall, slower queries. Both must be equal on every
+/// replica for replicas to answer alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VectorIndex {
+    /// A kind is indexed once it holds this many vectors; below it a search
+    /// is exact. Default 100,000; at least 64; `u64::MAX`: always exact.
+    pub min_vectors: u64,
+    /// Lists scanned per approximate search. Default 16; 1 to 4096.
+    pub probes: u32,
+}
+
+impl Default for VectorIndex {
+    fn default() -> Self {
+        VectorIndex {
+            min_vectors: 100_000,
+            probes: 16,
+        }
+    }
+}
+
 /// Everything a database needs to open.
 ///
 /// Build one with [`Config::builder`]; `build()` checks it.
@@ -274,6 +300,9 @@ pub struct Config {
     /// bytes (the read view holds two copies of the state), measured at
     /// about 440 bytes for a 32-byte key, so about 440 MB when full.
     pub idempotency_capacity: usize,
+    /// The approximate vector index: when it starts and how many lists a
+    /// search probes.
+    pub vector_index: VectorIndex,
     /// The storage seam all file access goes through.
     pub storage: Arc<dyn Storage>,
     /// The physical clock behind the HLC and timestamp validation.
@@ -304,6 +333,7 @@ impl Config {
                 auto_reconcile: true,
                 idempotency_ttl: Duration::from_secs(24 * 3600),
                 idempotency_capacity: 1_000_000,
+                vector_index: VectorIndex::default(),
                 storage: Arc::new(RealStorage),
                 clock: Arc::new(SystemClock),
             },
@@ -413,6 +443,15 @@ impl Config {
         }
         if l.max_idempotency_key_bytes > crate::wal::format::MAX_IDEMPOTENCY_KEY_BYTES {
             return bad("limits.max_idempotency_key_bytes", "must be at most 1024");
+        }
+        if self.vector_index.min_vectors < 64 {
+            return bad(
+                "vector_index.min_vectors",
+                "must be at least 64 (the index is fitted on the stored vectors)",
+            );
+        }
+        if !(1..=4096).contains(&self.vector_index.probes) {
+            return bad("vector_index.probes", "must be between 1 and 4096");
         }
         if self.idempotency_ttl.is_zero() {
             return bad("idempotency_ttl", "must be above zero");
@@ -548,6 +587,11 @@ impl ConfigBuilder {
     /// Most idempotency keys held at once.
     pub fn idempotency_capacity(mut self, capacity: usize) -> Self {
         self.config.idempotency_capacity = capacity;
+        self
+    }
+    /// The approximate vector index's knobs ([`VectorIndex`]).
+    pub fn vector_index(mut self, index: VectorIndex) -> Self {
+        self.config.vector_index = index;
         self
     }
     /// Largest accepted lead of a remote clock.

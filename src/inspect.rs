@@ -319,6 +319,9 @@ pub fn inspect_with(storage: &dyn Storage, dir: &Path, options: InspectOptions) 
         session_retention_ms: m.session_retention_ms,
         dimension: m.dimension as usize,
         idempotency_ttl_ms: m.idempotency_ttl_ms,
+        // Not pinned in META: only where future inserts train and how
+        // many lists a search probes; decoding does not depend on it.
+        vector_index: Default::default(),
     });
     let mut shards = shard_dirs(storage, dir, &mut report);
     if let Some(m) = &meta {

@@ -224,7 +224,7 @@ pub(crate) mod wal;
 
 pub use config::{
     ClusterConfig, Config, ConfigBuilder, Durability, Limits, NodeRole, RecoveryMode,
-    SignalTypeConfig,
+    SignalTypeConfig, VectorIndex,
 };
 pub use crdt::hlc::{Hlc, HlcClock, ManualClock, PhysicalClock, SystemClock};
 pub use crdt::{

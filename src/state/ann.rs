@@ -1,0 +1,401 @@
+//! One kind's embeddings, stored list-major for an inverted-file (IVF)
+//! approximate cosine search.
+//!
+//! # Layout
+//!
+//! A [`KindSet`] holds its vectors in *lists*: per list, the ids and the
+//! unit vectors in one contiguous `Vec<f32>` (`dimension` floats per slot),
+//! and an `id -> (list, slot)` map. A remove moves the list's last slot into
+//! the hole (swap-remove), so the data stays dense. Until the set is trained
+//! there is one list and a search scans it all: the exact answer.
+//!
+//! # Training
+//!
+//! Once a set holds [`IndexParams::min_vectors`] vectors it is *trained*:
+//! `nlist = round(sqrt(n))` coarse centroids (at most [`MAX_LISTS`]) are
+//! fitted by spherical k-means (k-means++ seeding from a fixed seed, a few
+//! rounds) on a strided sample of the stored vectors, and every vector is
+//! moved to the list of its centroid. It is trained again, the same way,
+//! each time the set has grown [`GROWTH`]-fold since its last training, so
+//! the lists stay about `sqrt(n)` long and training costs O(1) amortized per
+//! insert. The coarse quantizer has two levels (about `sqrt(nlist)` groups,
+//! each with its own fine centroids), so an insert scores the groups and the
+//! fine centroids of the best [`ASSIGN_GROUPS`] groups: about 100 dot
+//! products at a million vectors, not a thousand.
+//!
+//! # Search
+//!
+//! A search scores every fine centroid (about a thousand dot products at a
+//! million vectors), then scans the lists of the best
+//! [`IndexParams::probes`] centroids in order of score, streaming each
+//! list's contiguous vectors through the vectorized `dot` into a bounded
+//! heap; the filter is asked only about candidates that would enter the
+//! heap. If the probed lists hold fewer than `k` accepted vectors (a
+//! selective filter), the next lists are scanned, up to all of them: a
+//! search never returns fewer results than the exact answer holds. Scores
+//! are exact dot products, ties go to the lower id.
+//!
+//! # Determinism
+//!
+//! The structure is a function of the sequence of inserts and removes only:
+//! the sample is strided over the lists in order, the k-means++ seed is a
+//! constant, sums run in a fixed order in f64, and the id map is never
+//! iterated. Replicas applying the same records hold the same lists, and a
+//! snapshot stores the centroids and the lists slot by slot, so a decoded
+//! set is the same structure, not a retrained one (reopen reads it; it
+//! never runs k-means).
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+
+use super::ann_train::train;
+use super::vectors::dot;
+use crate::types::EntityId;
+
+/// A trained set is trained again when it holds this many times the
+/// vectors it was last trained with.
+pub const GROWTH: u64 = 4;
+/// The most lists (fine centroids) a set has.
+pub const MAX_LISTS: usize = 4096;
+/// An insert goes to the best fine centroid of this many best groups.
+pub const ASSIGN_GROUPS: usize = 2;
+
+pub use crate::config::VectorIndex as IndexParams;
+
+/// One list: ids and their vectors, slot-aligned.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct List {
+    pub ids: Vec<EntityId>,
+    pub data: Vec<f32>,
+}
+
+/// The two-level coarse quantizer of a trained set.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Quantizer {
+    /// The set's size when it was trained.
+    pub trained_at: u64,
+    /// Group centroids, `dimension` floats each.
+    pub groups: Vec<f32>,
+    /// Per group, the end (exclusive) of its fine centroids; the start is
+    /// the previous group's end.
+    pub group_ends: Vec<u32>,
+    /// Fine centroids, one per list, `dimension` floats each.
+    pub fine: Vec<f32>,
+}
+
+impl Quantizer {
+    /// The list a unit vector belongs to: the best fine centroid among
+    /// those of the [`ASSIGN_GROUPS`] best groups (ties to the lower index).
+    pub fn assign(&self, v: &[f32], d: usize) -> u32 {
+        let mut best_groups: [(f32, usize); ASSIGN_GROUPS] =
+            [(f32::NEG_INFINITY, 0); ASSIGN_GROUPS];
+        for (g, c) in self.groups.chunks_exact(d).enumerate() {
+            let s = dot(v, c);
+            if let Some(at) = best_groups.iter().position(|b| s > b.0) {
+                best_groups[at..].rotate_right(1);
+                best_groups[at] = (s, g);
+            }
+        }
+        let mut best = (f32::NEG_INFINITY, 0u32);
+        let mut groups: Vec<usize> = best_groups
+            .iter()
+            .filter(|b| b.0 > f32::NEG_INFINITY)
+            .map(|b| b.1)
+            .collect();
+        groups.sort_unstable();
+        for g in groups {
+            let start = if g == 0 {
+                0
+            } else {
+                self.group_ends[g - 1] as usize
+            };
+            let end = self.group_ends[g] as usize;
+            for l in start..end {
+                let s = self
+                    .fine
+                    .get(l * d..(l + 1) * d)
+                    .map_or(f32::NEG_INFINITY, |c| dot(v, c));
+                if s > best.0 {
+                    best = (s, l as u32);
+                }
+            }
+        }
+        best.1
+    }
+
+    /// The number of lists.
+    pub fn lists(&self, d: usize) -> usize {
+        self.fine.len() / d.max(1)
+    }
+}
+
+/// A top-k candidate ordered so that the heap's greatest is the worst
+/// kept: lower score is greater, and on equal scores the larger id.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    score: f64,
+    id: EntityId,
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .score
+            .total_cmp(&self.score)
+            .then(self.id.cmp(&other.id))
+    }
+}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Candidate {}
+
+/// Scans one list into the bounded heap.
+fn scan(
+    list: &List,
+    query: &[f32],
+    d: usize,
+    k: usize,
+    heap: &mut BinaryHeap<Candidate>,
+    accept: &mut dyn FnMut(EntityId) -> bool,
+) {
+    for (v, &id) in list.data.chunks_exact(d).zip(&list.ids) {
+        let c = Candidate {
+            score: f64::from(dot(v, query)),
+            id,
+        };
+        let enters = heap.len() < k || heap.peek().is_some_and(|worst| c < *worst);
+        if enters && accept(id) {
+            if heap.len() == k {
+                heap.pop();
+            }
+            heap.push(c);
+        }
+    }
+}
+
+/// Best first, ties to the lower list index.
+fn by_score(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// One kind's vectors, list-major.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct KindSet {
+    pub lists: Vec<List>,
+    pub slots: HashMap<EntityId, (u32, u32)>,
+    pub quant: Option<Quantizer>,
+}
+
+impl KindSet {
+    /// The number of vectors.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The stored vector of `id`.
+    pub fn get(&self, id: EntityId, d: usize) -> Option<&[f32]> {
+        let (l, s) = *self.slots.get(&id)?;
+        let s = s as usize;
+        self.lists.get(l as usize)?.data.get(s * d..(s + 1) * d)
+    }
+
+    /// Stores `unit` for `id` (of length `d`), replacing its vector, then
+    /// trains the set if it reached its next training size.
+    pub fn set(&mut self, id: EntityId, unit: &[f32], d: usize, params: &IndexParams) {
+        match (&self.quant, self.slots.get(&id)) {
+            // Untrained: one list, replace in place.
+            (None, Some(&(l, s))) => {
+                let s = s as usize;
+                if let Some(dst) = self
+                    .lists
+                    .get_mut(l as usize)
+                    .and_then(|list| list.data.get_mut(s * d..(s + 1) * d))
+                {
+                    dst.copy_from_slice(unit);
+                }
+                return;
+            }
+            // Trained: the new vector may belong to another list.
+            (Some(_), Some(_)) => {
+                self.remove(id, d);
+            }
+            _ => {}
+        }
+        let l = self.quant.as_ref().map_or(0, |q| q.assign(unit, d));
+        self.push(l, id, unit);
+        self.maybe_train(d, params);
+    }
+
+    fn push(&mut self, l: u32, id: EntityId, unit: &[f32]) {
+        let at = l as usize;
+        if self.lists.len() <= at {
+            self.lists.resize_with(at + 1, List::default);
+        }
+        let list = &mut self.lists[at];
+        self.slots.insert(id, (l, list.ids.len() as u32));
+        list.ids.push(id);
+        list.data.extend_from_slice(unit);
+    }
+
+    /// Removes `id`'s vector; whether it held one.
+    pub fn remove(&mut self, id: EntityId, d: usize) -> bool {
+        let Some((l, slot)) = self.slots.remove(&id) else {
+            return false;
+        };
+        let Some(list) = self.lists.get_mut(l as usize) else {
+            return true;
+        };
+        let slot = slot as usize;
+        let last = list.ids.len().saturating_sub(1);
+        if slot != last {
+            list.ids.swap(slot, last);
+            if let Some(&moved) = list.ids.get(slot) {
+                self.slots.insert(moved, (l, slot as u32));
+            }
+            let (head, tail) = list.data.split_at_mut(last * d);
+            if let Some(dst) = head.get_mut(slot * d..(slot + 1) * d) {
+                dst.copy_from_slice(tail);
+            }
+        }
+        list.ids.truncate(last);
+        list.data.truncate(last * d);
+        true
+    }
+
+    /// Trains when the set reaches `min_vectors` untrained, or
+    /// [`GROWTH`] times its last training size.
+    fn maybe_train(&mut self, d: usize, params: &IndexParams) {
+        let n = self.len() as u64;
+        let due = match &self.quant {
+            None => n >= params.min_vectors.max(1),
+            Some(q) => n >= q.trained_at.saturating_mul(GROWTH),
+        };
+        if due {
+            self.train(d);
+        }
+    }
+
+    /// Fits the quantizer on a strided sample and moves every vector to
+    /// its list, in the old (list, slot) order.
+    pub fn train(&mut self, d: usize) {
+        let n = self.len();
+        if n == 0 || d == 0 {
+            return;
+        }
+        let nlist = ((n as f64).sqrt().round() as usize).clamp(1, MAX_LISTS);
+        let quant = train(&self.lists, n, d, nlist);
+        let lists = quant.lists(d);
+        let old = std::mem::take(&mut self.lists);
+        // Assign first, then copy into lists of exact capacity.
+        let mut target = Vec::with_capacity(n);
+        let mut counts = vec![0usize; lists];
+        for list in &old {
+            for v in list.data.chunks_exact(d) {
+                let l = quant.assign(v, d);
+                counts[l as usize] += 1;
+                target.push(l);
+            }
+        }
+        self.lists = counts
+            .iter()
+            .map(|&c| List {
+                ids: Vec::with_capacity(c),
+                data: Vec::with_capacity(c * d),
+            })
+            .collect();
+        let mut target = target.into_iter();
+        for list in old {
+            for (v, &id) in list.data.chunks_exact(d).zip(&list.ids) {
+                let l = target.next().unwrap_or(0);
+                self.push(l, id, v);
+            }
+        }
+        self.quant = Some(Quantizer {
+            trained_at: n as u64,
+            ..quant
+        });
+    }
+
+    /// Cosine top-k (query of unit length `d`), best first, ties by id,
+    /// only ids `accept` takes. Untrained, or with `probes` at least the
+    /// list count, it scans everything: exact. Trained, it scans the
+    /// `probes` best lists, then further lists only while it holds fewer
+    /// than `k` results.
+    pub fn top_k(
+        &self,
+        query: &[f32],
+        k: usize,
+        probes: usize,
+        d: usize,
+        accept: &mut dyn FnMut(EntityId) -> bool,
+    ) -> Vec<(EntityId, f64)> {
+        let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k.min(self.len()) + 1);
+        match &self.quant {
+            Some(q) if probes < q.lists(d) => {
+                let mut order: Vec<(f32, u32)> = q
+                    .fine
+                    .chunks_exact(d)
+                    .enumerate()
+                    .map(|(l, c)| (dot(c, query), l as u32))
+                    .collect();
+                let probes = probes.max(1);
+                order.select_nth_unstable_by(probes - 1, by_score);
+                let (head, rest) = order.split_at_mut(probes);
+                head.sort_unstable_by(by_score);
+                for &(_, l) in head.iter() {
+                    if let Some(list) = self.lists.get(l as usize) {
+                        scan(list, query, d, k, &mut heap, accept);
+                    }
+                }
+                if heap.len() < k {
+                    rest.sort_unstable_by(by_score);
+                    for &(_, l) in rest.iter() {
+                        if heap.len() >= k {
+                            break;
+                        }
+                        if let Some(list) = self.lists.get(l as usize) {
+                            scan(list, query, d, k, &mut heap, accept);
+                        }
+                    }
+                }
+            }
+            _ => {
+                for list in &self.lists {
+                    scan(list, query, d, k, &mut heap, accept);
+                }
+            }
+        }
+        heap.into_sorted_vec()
+            .into_iter()
+            .map(|c| (c.id, c.score))
+            .collect()
+    }
+
+    /// Approximate heap bytes held.
+    pub fn approx_bytes(&self) -> usize {
+        let lists: usize = self
+            .lists
+            .iter()
+            .map(|l| {
+                l.ids.capacity() * std::mem::size_of::<EntityId>()
+                    + l.data.capacity() * std::mem::size_of::<f32>()
+                    + std::mem::size_of::<List>()
+            })
+            .sum();
+        let quant = self.quant.as_ref().map_or(0, |q| {
+            (q.groups.capacity() + q.fine.capacity() + q.group_ends.capacity()) * 4
+        });
+        lists + quant + self.slots.capacity() * (std::mem::size_of::<(EntityId, (u32, u32))>() + 1)
+    }
+}
