@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::crdt::hlc::{PhysicalClock, SystemClock};
 use crate::error::{Result, TidalError};
+pub use crate::state::ann::VectorIndex;
 use crate::storage::{RealStorage, Storage};
 use crate::types::{NodeId, ShardId};
 
@@ -190,32 +191,6 @@ impl Default for Limits {
             max_session_events: 100_000,
             max_results: 10_000,
             max_idempotency_key_bytes: 128,
-        }
-    }
-}
-
-/// The approximate vector index (`search` over large embedding sets).
-///
-/// A kind's embeddings are searched exactly until the kind holds
-/// `min_vectors` of them; from then on they are an inverted-file index of
-/// about `sqrt(n)` lists, and a search scans the `probes` lists nearest the
-/// query (more lists, when a filter leaves fewer than `k` results). Higher
-/// `probes`: higher recall, slower queries. Both must be equal on every
-/// replica for replicas to answer alike.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VectorIndex {
-    /// A kind is indexed once it holds this many vectors; below it a search
-    /// is exact. Default 100,000; at least 64; `u64::MAX`: always exact.
-    pub min_vectors: u64,
-    /// Lists scanned per approximate search. Default 16; 1 to 4096.
-    pub probes: u32,
-}
-
-impl Default for VectorIndex {
-    fn default() -> Self {
-        VectorIndex {
-            min_vectors: 100_000,
-            probes: 16,
         }
     }
 }
@@ -444,14 +419,8 @@ impl Config {
         if l.max_idempotency_key_bytes > crate::wal::format::MAX_IDEMPOTENCY_KEY_BYTES {
             return bad("limits.max_idempotency_key_bytes", "must be at most 1024");
         }
-        if self.vector_index.min_vectors < 64 {
-            return bad(
-                "vector_index.min_vectors",
-                "must be at least 64 (the index is fitted on the stored vectors)",
-            );
-        }
-        if !(1..=4096).contains(&self.vector_index.probes) {
-            return bad("vector_index.probes", "must be between 1 and 4096");
+        if let Some((field, reason)) = self.vector_index.invalid() {
+            return bad(field, reason);
         }
         if self.idempotency_ttl.is_zero() {
             return bad("idempotency_ttl", "must be above zero");

@@ -45,6 +45,7 @@
 //! set is the same structure, not a retrained one (reopen reads it; it
 //! never runs k-means).
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
@@ -57,10 +58,59 @@ use crate::types::EntityId;
 pub const GROWTH: u64 = 4;
 /// The most lists (fine centroids) a set has.
 pub const MAX_LISTS: usize = 4096;
+/// A set of `n` vectors is trained into `LISTS_PER_SQRT * sqrt(n)` lists.
+pub const LISTS_PER_SQRT: f64 = 2.0;
 /// An insert goes to the best fine centroid of this many best groups.
-pub const ASSIGN_GROUPS: usize = 2;
+pub const ASSIGN_GROUPS: usize = 4;
+/// A filtered search probes up to this many times `probes` lists
+/// (more while it holds fewer than `k` results).
+pub const FILTER_PROBES: usize = 4;
 
-pub use crate::config::VectorIndex as IndexParams;
+/// The approximate vector index (`search` over large embedding sets).
+///
+/// A kind's embeddings are searched exactly until the kind holds
+/// `min_vectors` of them; from then on they are an inverted-file index of
+/// about `sqrt(n)` lists, and a search scans the `probes` lists nearest the
+/// query (more lists, when a filter leaves fewer than `k` results). Higher
+/// `probes`: higher recall, slower queries. Both must be equal on every
+/// replica for replicas to answer alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VectorIndex {
+    /// A kind is indexed once it holds this many vectors; below it a search
+    /// is exact. Default 100,000; at least 64; `u64::MAX`: always exact.
+    pub min_vectors: u64,
+    /// Lists scanned per approximate search. Default 32; 1 to 4096.
+    pub probes: u32,
+}
+
+impl Default for VectorIndex {
+    fn default() -> Self {
+        VectorIndex {
+            min_vectors: 100_000,
+            probes: 32,
+        }
+    }
+}
+
+impl VectorIndex {
+    /// The first invalid field and why: `min_vectors` at least 64 (the
+    /// index is fitted on the stored vectors), `probes` 1 to [`MAX_LISTS`].
+    pub(crate) fn invalid(&self) -> Option<(&'static str, &'static str)> {
+        if self.min_vectors < 64 {
+            return Some((
+                "vector_index.min_vectors",
+                "must be at least 64 (the index is fitted on the stored vectors)",
+            ));
+        }
+        if !(1..=MAX_LISTS as u64).contains(&u64::from(self.probes)) {
+            return Some(("vector_index.probes", "must be between 1 and 4096"));
+        }
+        None
+    }
+}
+
+/// The knobs under the name the state uses.
+pub type IndexParams = VectorIndex;
 
 /// One list: ids and their vectors, slot-aligned.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -293,7 +343,9 @@ impl KindSet {
         if n == 0 || d == 0 {
             return;
         }
-        let nlist = ((n as f64).sqrt().round() as usize).clamp(1, MAX_LISTS);
+        let nlist = ((n as f64).sqrt() * LISTS_PER_SQRT)
+            .round()
+            .clamp(1.0, MAX_LISTS as f64) as usize;
         let quant = train(&self.lists, n, d, nlist);
         let lists = quant.lists(d);
         let old = std::mem::take(&mut self.lists);
@@ -353,20 +405,39 @@ impl KindSet {
                 order.select_nth_unstable_by(probes - 1, by_score);
                 let (head, rest) = order.split_at_mut(probes);
                 head.sort_unstable_by(by_score);
+                // Counts the filter's answers, to scale the probes by its
+                // selectivity.
+                let (asked, taken) = (Cell::new(0usize), Cell::new(0usize));
+                let mut counted = |id: EntityId| {
+                    asked.set(asked.get() + 1);
+                    let ok = accept(id);
+                    taken.set(taken.get() + usize::from(ok));
+                    ok
+                };
                 for &(_, l) in head.iter() {
                     if let Some(list) = self.lists.get(l as usize) {
-                        scan(list, query, d, k, &mut heap, accept);
+                        scan(list, query, d, k, &mut heap, &mut counted);
                     }
                 }
-                if heap.len() < k {
-                    rest.sort_unstable_by(by_score);
-                    for &(_, l) in rest.iter() {
-                        if heap.len() >= k {
-                            break;
-                        }
-                        if let Some(list) = self.lists.get(l as usize) {
-                            scan(list, query, d, k, &mut heap, accept);
-                        }
+                // A filter that took a fraction `s` of the candidates it
+                // was asked about leaves about `s` of each list: probe
+                // `probes / s` lists in all (at most FILTER_PROBES times
+                // `probes`), and on past that while fewer than `k` results
+                // are held, up to every list.
+                let (asked, taken) = (asked.get(), taken.get());
+                let extra = if taken < asked {
+                    let want = (probes * asked).div_ceil(taken.max(1));
+                    want.min(probes * FILTER_PROBES) - probes
+                } else {
+                    0
+                };
+                rest.sort_unstable_by(by_score);
+                for (i, &(_, l)) in rest.iter().enumerate() {
+                    if i >= extra && heap.len() >= k {
+                        break;
+                    }
+                    if let Some(list) = self.lists.get(l as usize) {
+                        scan(list, query, d, k, &mut heap, &mut counted);
                     }
                 }
             }

@@ -303,3 +303,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn bad_index_knobs_are_refused_naming_the_field() {
+    use crate::config::{Config, VectorIndex};
+    use crate::error::TidalError;
+    let field = |index: VectorIndex| match Config::builder("/tmp/unused")
+        .signal_type("view", std::time::Duration::from_secs(60))
+        .vector_index(index)
+        .build()
+    {
+        Err(TidalError::InvalidConfig { field, .. }) => Some(field),
+        Ok(_) => None,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(field(VectorIndex::default()), None);
+    assert_eq!(field(params(u64::MAX, 4_096)), None);
+    assert_eq!(field(params(63, 16)), Some("vector_index.min_vectors"));
+    assert_eq!(field(params(64, 0)), Some("vector_index.probes"));
+    assert_eq!(field(params(64, 4_097)), Some("vector_index.probes"));
+}
