@@ -126,8 +126,10 @@
 //!   32 probes (`examples/compare`, W6-approx; figures in `state/ann.rs`).
 //!   The price: a training stalls the write that triggers it (about 12 s
 //!   at 400k vectors under load, applied to both read-view copies), and an
-//!   insert scores about 180 centroids. `min_vectors` and `probes` must
-//!   be equal on every replica; `META` does not pin them yet.
+//!   insert scores about 180 centroids. `META` (format 3) pins
+//!   `min_vectors` (it decides the index replay builds); `probes` only
+//!   decides what a read scans and is not pinned, so set it equal on every
+//!   replica for replicas to answer alike.
 //! - **Kinds are sticky.** An id written as an item (metadata, embedding or
 //!   delete) stays an item, also after its delete; signals do not bind a
 //!   kind (they may arrive before metadata). An entity whose kind is unknown

@@ -72,8 +72,9 @@ pub const FILTER_PROBES: usize = 4;
 /// `min_vectors` of them; from then on they are an inverted-file index of
 /// about `sqrt(n)` lists, and a search scans the `probes` lists nearest the
 /// query (more lists, when a filter leaves fewer than `k` results). Higher
-/// `probes`: higher recall, slower queries. Both must be equal on every
-/// replica for replicas to answer alike.
+/// `probes`: higher recall, slower queries. `min_vectors` is pinned by
+/// `META` (replay must rebuild the same index); `probes` is not, and must
+/// be equal on every replica for replicas to answer alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VectorIndex {
     /// A kind is indexed once it holds this many vectors; below it a search
@@ -232,6 +233,14 @@ fn scan(
             heap.push(c);
         }
     }
+}
+
+/// The heap's candidates, best first.
+fn into_hits(heap: BinaryHeap<Candidate>) -> Vec<(EntityId, f64)> {
+    heap.into_sorted_vec()
+        .into_iter()
+        .map(|c| (c.id, c.score))
+        .collect()
 }
 
 /// Best first, ties to the lower list index.
@@ -431,6 +440,9 @@ impl KindSet {
                 } else {
                     0
                 };
+                if extra == 0 && heap.len() >= k {
+                    return into_hits(heap);
+                }
                 rest.sort_unstable_by(by_score);
                 for (i, &(_, l)) in rest.iter().enumerate() {
                     if i >= extra && heap.len() >= k {
@@ -447,10 +459,7 @@ impl KindSet {
                 }
             }
         }
-        heap.into_sorted_vec()
-            .into_iter()
-            .map(|c| (c.id, c.score))
-            .collect()
+        into_hits(heap)
     }
 
     /// Approximate heap bytes held.
