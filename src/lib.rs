@@ -83,13 +83,16 @@
 //!
 //! - **Identity.** `META` pins node id, shard, shard count, signal types
 //!   (order, names, half-lives) and dimension, and also the state-machine
-//!   parameters `landmark_half_lives`, `score_floor`, `session_retention`
-//!   and `idempotency_ttl`: changing any of them would make a replay
+//!   parameters `landmark_half_lives`, `score_floor`, `session_retention`,
+//!   `idempotency_ttl` and `vector_index.min_vectors`: changing any of them would make a replay
 //!   compute another state from the same log (for the TTL: which keys are
 //!   live, so whether a retry applies again), so a different value on
 //!   reopen is [`TidalError::ConfigMismatch`], and a follower must share
 //!   them with its leader (they are part of the fingerprint). `META`
 //!   format 2 adds the TTL; a format 1 file reads as the default 24 h.
+//!   Format 3 adds `min_vectors`; formats 1 and 2 read as the default
+//!   100,000, which the fingerprint leaves out (existing clusters keep
+//!   theirs).
 //!   `idempotency_capacity` is not pinned: it only decides what the
 //!   sequencer admits, never what a logged record does.
 //! - **Idempotency keys.** [`WriteBatch::idempotency_key`] makes a batch
@@ -124,7 +127,7 @@
 //!   refitting it and answers exactly like a replica that built it write
 //!   by write. On a seeded 1M x 128 Gaussian mixture: recall@10 0.986 at
 //!   32 probes (`examples/compare`, W6-approx; figures in `state/ann.rs`).
-//!   The price: a training stalls the write that triggers it (about 12 s
+//!   The price: a training stalls the write that triggers it (6 to 13 s
 //!   at 400k vectors under load, applied to both read-view copies), and an
 //!   insert scores about 180 centroids. `META` (format 3) pins
 //!   `min_vectors` (it decides the index replay builds); `probes` only
