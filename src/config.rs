@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::crdt::hlc::{PhysicalClock, SystemClock};
 use crate::error::{Result, TidalError};
+pub use crate::state::ann::VectorIndex;
 use crate::storage::{RealStorage, Storage};
 use crate::types::{NodeId, ShardId};
 
@@ -284,6 +285,9 @@ pub struct Config {
     /// bytes (the read view holds two copies of the state), measured at
     /// about 440 bytes for a 32-byte key, so about 440 MB when full.
     pub idempotency_capacity: usize,
+    /// The approximate vector index: when it starts and how many lists a
+    /// search probes.
+    pub vector_index: VectorIndex,
     /// The storage seam all file access goes through.
     pub storage: Arc<dyn Storage>,
     /// The physical clock behind the HLC and timestamp validation.
@@ -315,6 +319,7 @@ impl Config {
                 auto_reconcile: true,
                 idempotency_ttl: Duration::from_secs(24 * 3600),
                 idempotency_capacity: 1_000_000,
+                vector_index: VectorIndex::default(),
                 storage: Arc::new(RealStorage),
                 clock: Arc::new(SystemClock),
             },
@@ -427,6 +432,9 @@ impl Config {
         }
         if l.max_idempotency_key_bytes > crate::wal::format::MAX_IDEMPOTENCY_KEY_BYTES {
             return bad("limits.max_idempotency_key_bytes", "must be at most 1024");
+        }
+        if let Some((field, reason)) = self.vector_index.invalid() {
+            return bad(field, reason);
         }
         if self.idempotency_ttl.is_zero() {
             return bad("idempotency_ttl", "must be above zero");

@@ -113,6 +113,11 @@ impl ConfigBuilder {
         self.config.idempotency_capacity = capacity;
         self
     }
+    /// The approximate vector index's knobs ([`VectorIndex`]).
+    pub fn vector_index(mut self, index: VectorIndex) -> Self {
+        self.config.vector_index = index;
+        self
+    }
     /// Largest accepted lead of a remote clock.
     pub fn max_clock_drift(mut self, drift: Duration) -> Self {
         self.config.max_clock_drift = drift;

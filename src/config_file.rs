@@ -5,7 +5,7 @@
 //!
 //! `examples/node.toml` lists every key with its default. Keys mirror the
 //! fields of [`Config`]: top-level scalars, a `[cluster]` table, a `[limits]`
-//! table and one `[[signal_types]]` table per signal type (`name`,
+//! table, a `[vector_index]` table (`min_vectors`, `probes`) and one `[[signal_types]]` table per signal type (`name`,
 //! `half_life`). A key that is absent keeps its default; an unknown key is
 //! refused.
 //!
@@ -53,6 +53,8 @@
 //! | `TIDAL_IDEMPOTENCY_TTL` | `idempotency_ttl` |
 //! | `TIDAL_IDEMPOTENCY_CAPACITY` | `idempotency_capacity` |
 //! | `TIDAL_LIMITS_<NAME>` | `limits.<name>`, e.g. `TIDAL_LIMITS_MAX_RESULTS` |
+//! | `TIDAL_VECTOR_INDEX_MIN_VECTORS` | `vector_index.min_vectors` |
+//! | `TIDAL_VECTOR_INDEX_PROBES` | `vector_index.probes` |
 //!
 //! Other `TIDAL_*` variables are ignored (the prefix is shared, e.g. with
 //! `TIDAL_BENCH_DIR`). An empty value counts as unset. A bad value is
@@ -99,6 +101,9 @@ pub const CONFIG_KEYS: &[&str] = &[
     "limits.max_session_events",
     "limits.max_results",
     "limits.max_idempotency_key_bytes",
+    "vector_index",
+    "vector_index.min_vectors",
+    "vector_index.probes",
 ];
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> TidalError {
@@ -309,6 +314,22 @@ const ENV_VARS: &[(&str, &str, Setter)] = &[
         "idempotency_capacity",
         |c, v| {
             c.idempotency_capacity = parse_num(v)?;
+            Ok(())
+        },
+    ),
+    (
+        "TIDAL_VECTOR_INDEX_MIN_VECTORS",
+        "vector_index.min_vectors",
+        |c, v| {
+            c.vector_index.min_vectors = parse_num(v)?;
+            Ok(())
+        },
+    ),
+    (
+        "TIDAL_VECTOR_INDEX_PROBES",
+        "vector_index.probes",
+        |c, v| {
+            c.vector_index.probes = parse_num(v)?;
             Ok(())
         },
     ),

@@ -119,6 +119,12 @@ fn config_env_overrides_apply_and_name_their_key() {
         ("TIDAL_MAX_CLOCK_DRIFT", "1y", "max_clock_drift"),
         ("TIDAL_SIGNAL_TYPES", "like", "signal_types"),
         ("TIDAL_LIMITS_MAX_KEY_BYTES", "lots", "limits.max_key_bytes"),
+        ("TIDAL_VECTOR_INDEX_PROBES", "-3", "vector_index.probes"),
+        (
+            "TIDAL_VECTOR_INDEX_MIN_VECTORS",
+            "many",
+            "vector_index.min_vectors",
+        ),
     ] {
         let e = Config::builder("/tmp/a")
             .overrides_from([(var, val)])
@@ -170,6 +176,10 @@ max_session_events = 500
 max_results = 100
 max_idempotency_key_bytes = 64
 
+[vector_index]
+min_vectors = 5000
+probes = 8
+
 [[signal_types]]
 name = "view"
 half_life = "1h"
@@ -213,6 +223,10 @@ half_life = "7d"
                 max_results: 100,
                 max_idempotency_key_bytes: 64,
             })
+            .vector_index(crate::VectorIndex {
+                min_vectors: 5_000,
+                probes: 8,
+            })
             .signal_type("view", Duration::from_secs(3_600))
             .signal_type("like", Duration::from_secs(7 * 86_400))
             .build()
@@ -239,6 +253,7 @@ half_life = "7d"
         assert_eq!(a.max_clock_drift, b.max_clock_drift);
         assert_eq!(a.idempotency_ttl, b.idempotency_ttl);
         assert_eq!(a.idempotency_capacity, b.idempotency_capacity);
+        assert_eq!(a.vector_index, b.vector_index);
     }
 
     #[test]

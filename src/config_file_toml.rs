@@ -35,6 +35,7 @@ struct RawConfig {
     idempotency_capacity: Option<Spanned<usize>>,
     cluster: Option<RawCluster>,
     limits: Option<RawLimits>,
+    vector_index: Option<RawVectorIndex>,
     signal_types: Option<Spanned<Vec<RawSignalType>>>,
 }
 
@@ -58,6 +59,13 @@ struct RawLimits {
     max_session_events: Option<Spanned<u32>>,
     max_results: Option<Spanned<usize>>,
     max_idempotency_key_bytes: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVectorIndex {
+    min_vectors: Option<Spanned<u64>>,
+    probes: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -294,6 +302,14 @@ impl ConfigBuilder {
                 c.cluster.shard_id = ShardId(*v.get_ref());
             }
             plain!(cl.shard_count, "cluster.shard_count", c.cluster.shard_count);
+        }
+        if let Some(vi) = &raw.vector_index {
+            plain!(
+                vi.min_vectors,
+                "vector_index.min_vectors",
+                c.vector_index.min_vectors
+            );
+            plain!(vi.probes, "vector_index.probes", c.vector_index.probes);
         }
         if let Some(li) = &raw.limits {
             plain!(

@@ -83,6 +83,7 @@ fn state_params() -> StateParams {
         session_retention_ms: 7 * 24 * 3_600_000,
         dimension: SCHEMA.dimension as usize,
         idempotency_ttl_ms: 24 * 3_600_000,
+        vector_index: Default::default(),
     }
 }
 

@@ -237,6 +237,7 @@ fn metas() -> Vec<Meta> {
             score_floor: p.score_floor,
             session_retention_ms: p.session_retention_ms,
             idempotency_ttl_ms: p.idempotency_ttl_ms,
+            vector_min_vectors: p.vector_index.min_vectors,
         },
         Meta {
             format_version: crate::meta::META_FORMAT_VERSION,
@@ -249,6 +250,7 @@ fn metas() -> Vec<Meta> {
             score_floor: 1e-9,
             session_retention_ms: 0,
             idempotency_ttl_ms: 1,
+            vector_min_vectors: 64,
         },
     ]
 }

@@ -281,6 +281,7 @@ mod tests {
             session_retention_ms: 1_000,
             dimension: 2,
             idempotency_ttl_ms: 10_000,
+            vector_index: Default::default(),
         }
     }
 

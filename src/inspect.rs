@@ -172,6 +172,9 @@ pub struct MetaReport {
     /// How long idempotency keys are kept in log time, in milliseconds
     /// (24 h for a format 1 `META`).
     pub idempotency_ttl_ms: u64,
+    /// The vector index's `min_vectors` (the default for a format 1 or 2
+    /// `META`).
+    pub vector_min_vectors: u64,
     /// The replicated identity a follower must share with its leader.
     pub fingerprint: u64,
 }
@@ -319,6 +322,11 @@ pub fn inspect_with(storage: &dyn Storage, dir: &Path, options: InspectOptions) 
         session_retention_ms: m.session_retention_ms,
         dimension: m.dimension as usize,
         idempotency_ttl_ms: m.idempotency_ttl_ms,
+        // Probes are not pinned (a read option); decoding needs neither.
+        vector_index: crate::config::VectorIndex {
+            min_vectors: m.vector_min_vectors,
+            ..Default::default()
+        },
     });
     let mut shards = shard_dirs(storage, dir, &mut report);
     if let Some(m) = &meta {
@@ -411,6 +419,7 @@ fn read_meta(storage: &dyn Storage, dir: &Path, report: &mut DirReport) -> Optio
             score_floor: m.score_floor,
             session_retention_ms: m.session_retention_ms,
             idempotency_ttl_ms: m.idempotency_ttl_ms,
+            vector_min_vectors: m.vector_min_vectors,
         }),
         Err(e) => {
             report.damage(&path, e.offset as u64, e.reason);

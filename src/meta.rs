@@ -13,7 +13,7 @@
 //! | field | type |
 //! |---|---|
 //! | magic `b"TDBM"` | [u8; 4] |
-//! | format version = 2 (1 is read too) | u16 |
+//! | format version = 3 (1 and 2 are read too) | u16 |
 //! | node id | u64 |
 //! | shard id | u32 |
 //! | shard count | u32 |
@@ -22,19 +22,24 @@
 //! | landmark half-lives | u32 |
 //! | score floor | f64 |
 //! | session retention ms | u64 |
-//! | idempotency TTL ms (version 2 only) | u64 |
+//! | idempotency TTL ms (version 2 on) | u64 |
+//! | vector index `min_vectors` (version 3 on) | u64 |
 //! | crc32 of every byte before it | u32 |
 //!
 //! Version 2 adds the idempotency TTL: which keys are live at a batch is
 //! part of what replay computes. A version 1 file was written before
 //! idempotency keys existed, so it reads as the default TTL (24 h), and
-//! it is left as it is.
+//! it is left as it is. Version 3 adds the vector index's `min_vectors`
+//! (when a kind's embeddings are first indexed decides the index every
+//! later search reads); versions 1 and 2 read as the default (100,000).
+//! The fingerprint covers it only when it is not the default, so the
+//! fingerprints of existing clusters do not change.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::codec::{DecodeError, Put, Reader};
-use crate::config::{Config, duration_ms};
+use crate::config::{Config, VectorIndex, duration_ms};
 use crate::error::{Result, TidalError};
 use crate::storage::{self, Storage};
 use crate::types::{NodeId, ShardId};
@@ -42,7 +47,7 @@ use crate::types::{NodeId, ShardId};
 /// Magic bytes at the start of `META`.
 pub const META_MAGIC: [u8; 4] = *b"TDBM";
 /// The `META` format version this build writes and reads.
-pub const META_FORMAT_VERSION: u16 = 2;
+pub const META_FORMAT_VERSION: u16 = 3;
 
 /// The idempotency TTL a version 1 `META` stands for (the default).
 const V1_IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
@@ -72,6 +77,8 @@ pub struct Meta {
     pub session_retention_ms: u64,
     /// How long idempotency keys are kept, in log time: replay must reproduce it.
     pub idempotency_ttl_ms: u64,
+    /// When a kind's embeddings are indexed: replay must reproduce the index.
+    pub vector_min_vectors: u64,
 }
 
 /// Smallest encoding of one signal type: an empty name's length and a half-life.
@@ -106,13 +113,14 @@ impl Meta {
             score_floor: config.score_floor,
             session_retention_ms: duration_ms(config.session_retention),
             idempotency_ttl_ms: duration_ms(config.idempotency_ttl),
+            vector_min_vectors: config.vector_index.min_vectors,
         }
     }
 
     /// The replicated identity (everything but the node id and the format
     /// version), in a fixed layout shared by `encode` and `fingerprint`.
-    /// `with_ttl` is false only to encode a version 1 file.
-    fn put_replicated(&self, b: &mut Vec<u8>, with_ttl: bool) {
+    /// `version` is the file's: 1 has no TTL, below 3 no `min_vectors`.
+    fn put_replicated(&self, b: &mut Vec<u8>, version: u16) {
         b.put_u32(self.shard_id.0);
         b.put_u32(self.shard_count);
         b.put_u32(self.signal_types.len() as u32);
@@ -124,8 +132,11 @@ impl Meta {
         b.put_u32(self.landmark_half_lives);
         b.put_f64(self.score_floor);
         b.put_u64(self.session_retention_ms);
-        if with_ttl {
+        if version >= 2 {
             b.put_u64(self.idempotency_ttl_ms);
+        }
+        if version >= 3 {
+            b.put_u64(self.vector_min_vectors);
         }
     }
 
@@ -135,7 +146,7 @@ impl Meta {
         b.extend_from_slice(&META_MAGIC);
         b.put_u16(self.format_version);
         b.put_u64(self.node_id.0);
-        self.put_replicated(&mut b, self.format_version >= 2);
+        self.put_replicated(&mut b, self.format_version);
         let crc = crc32fast::hash(&b);
         b.put_u32(crc);
         b
@@ -198,6 +209,11 @@ impl Meta {
             } else {
                 V1_IDEMPOTENCY_TTL_MS
             },
+            vector_min_vectors: if format_version >= 3 {
+                r.u64()?
+            } else {
+                VectorIndex::default().min_vectors
+            },
         };
         if !r.is_empty() {
             return Err(r.error(format!("{} bytes after the last field", r.remaining())));
@@ -208,7 +224,8 @@ impl Meta {
     /// Checks a `Config` against this stored identity. The error names the
     /// first differing field, in the order node_id, shard_id, shard_count,
     /// signal_types (names, order and half-lives), dimension,
-    /// landmark_half_lives, score_floor, session_retention, idempotency_ttl.
+    /// landmark_half_lives, score_floor, session_retention, idempotency_ttl,
+    /// vector_index.min_vectors.
     pub fn check(&self, config: &Config) -> Result<()> {
         let given = Meta::from_config(config);
         let mismatch = |field: &'static str, stored: String, given: String| {
@@ -282,6 +299,13 @@ impl Meta {
                 format!("{} ms", given.idempotency_ttl_ms),
             );
         }
+        if self.vector_min_vectors != given.vector_min_vectors {
+            return mismatch(
+                "vector_index.min_vectors",
+                self.vector_min_vectors.to_string(),
+                given.vector_min_vectors.to_string(),
+            );
+        }
         Ok(())
     }
 
@@ -291,12 +315,17 @@ impl Meta {
     ///
     /// Defined as two CRC-32s (crc32fast, the IEEE polynomial) of the
     /// replicated fields in `META`'s version 2 layout, from shard id to the
-    /// idempotency TTL (whatever version the file is): the high 32 bits over those bytes, the low 32 bits over the
-    /// same bytes followed by their length as a u64. Stable across builds
-    /// and platforms, so two nodes can compare it over the wire.
+    /// idempotency TTL (whatever version the file is), then `min_vectors`
+    /// as a u64 only if it is not the default: the high 32 bits over those
+    /// bytes, the low 32 bits over the same bytes followed by their length
+    /// as a u64. Stable across builds and platforms, so two nodes can
+    /// compare it over the wire.
     pub fn fingerprint(&self) -> u64 {
         let mut b = Vec::with_capacity(64);
-        self.put_replicated(&mut b, true);
+        self.put_replicated(&mut b, 2);
+        if self.vector_min_vectors != VectorIndex::default().min_vectors {
+            b.put_u64(self.vector_min_vectors);
+        }
         let high = crc32fast::hash(&b);
         let len = b.len() as u64;
         b.put_u64(len);
@@ -462,6 +491,14 @@ mod tests {
             field(&|c| c.idempotency_ttl = Duration::from_secs(1)),
             "idempotency_ttl"
         );
+        assert_eq!(
+            field(&|c| c.vector_index.min_vectors = 64),
+            "vector_index.min_vectors"
+        );
+        // Probes only change what a read scans: not pinned.
+        let mut c = config(&sim);
+        c.vector_index.probes = 1;
+        stored.check(&c).unwrap();
         // Two differences: the first in the documented order is named.
         assert_eq!(
             field(&|c| {
@@ -480,7 +517,7 @@ mod tests {
         let bytes = v1.encode();
         assert_eq!(
             bytes.len(),
-            Meta::from_config(&config(&sim)).encode().len() - 8
+            Meta::from_config(&config(&sim)).encode().len() - 16
         );
         let back = Meta::decode(&bytes).unwrap();
         assert_eq!(back, v1);
@@ -495,6 +532,34 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn version_2_reads_as_the_default_min_vectors_and_keeps_its_fingerprint() {
+        let sim = SimStorage::new();
+        let mut v2 = Meta::from_config(&config(&sim));
+        v2.format_version = 2;
+        let bytes = v2.encode();
+        let back = Meta::decode(&bytes).unwrap();
+        assert_eq!(back, v2);
+        assert_eq!(back.vector_min_vectors, 100_000);
+        back.check(&config(&sim)).unwrap();
+        // The default adds nothing to the fingerprint: a version 2 node and
+        // a version 3 node of the same identity agree.
+        assert_eq!(
+            back.fingerprint(),
+            Meta::from_config(&config(&sim)).fingerprint()
+        );
+        let mut other = config(&sim);
+        other.vector_index.min_vectors = 1_000;
+        assert!(matches!(
+            back.check(&other),
+            Err(TidalError::ConfigMismatch {
+                field: "vector_index.min_vectors",
+                ..
+            })
+        ));
+        assert_ne!(Meta::from_config(&other).fingerprint(), back.fingerprint());
     }
 
     #[test]

@@ -30,6 +30,7 @@
 //! - W9 (replication) is its own example: `cargo run --release --example
 //!   replication_lag` (it needs a Tokio runtime and TCP; see its docs).
 
+mod ann;
 mod ingest;
 mod peers;
 mod reads;
@@ -130,6 +131,7 @@ fn main() {
     drop(w1_sigs);
     if wants("W6") {
         reads::w6(&mut rep, &base, &sizes);
+        ann::w6_approx(&mut rep, &base, &sizes);
     }
     // Reported, not a target: full mode only (about 1 GiB more memory).
     if (a.only.is_none() && !a.quick)

@@ -40,6 +40,10 @@ pub struct Sizes {
     /// Embeddings and queries in W6.
     pub w6_vectors: usize,
     pub w6_queries: usize,
+    /// Embeddings, timed queries and recall-checked queries in W6-approx.
+    pub w6_approx_vectors: usize,
+    pub w6_approx_queries: usize,
+    pub w6_approx_recall_queries: usize,
     /// Seconds of baseline ingest before the checkpoint in W10.
     pub w10_baseline_seconds: f64,
     /// Turns each system takes in the interleaved W1-W3 (`ingest.rs`).
@@ -60,6 +64,9 @@ impl Sizes {
                 w5_seconds: 3.0,
                 w6_vectors: 100_000,
                 w6_queries: 30,
+                w6_approx_vectors: 100_000,
+                w6_approx_queries: 1_000,
+                w6_approx_recall_queries: 100,
                 w10_baseline_seconds: 1.0,
                 rounds: 5,
             }
@@ -75,6 +82,9 @@ impl Sizes {
                 w5_seconds: 10.0,
                 w6_vectors: 100_000,
                 w6_queries: 200,
+                w6_approx_vectors: 1_000_000,
+                w6_approx_queries: 3_000,
+                w6_approx_recall_queries: 300,
                 w10_baseline_seconds: 3.0,
                 rounds: 10,
             }

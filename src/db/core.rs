@@ -117,6 +117,7 @@ fn params(config: &Config) -> StateParams {
         session_retention_ms: duration_ms(config.session_retention),
         dimension: config.dimension,
         idempotency_ttl_ms: duration_ms(config.idempotency_ttl),
+        vector_index: config.vector_index,
     }
 }
 

@@ -8,6 +8,10 @@
 
 use std::sync::Arc;
 
+pub mod ann;
+#[cfg(test)]
+mod ann_tests;
+mod ann_train;
 pub(crate) mod decay;
 pub mod entities;
 pub(crate) mod merged;
@@ -17,6 +21,8 @@ pub mod sessions;
 pub mod signals;
 mod trending;
 pub mod vectors;
+#[cfg(test)]
+mod vectors_tests;
 
 use crate::codec::{DecodeError, Put, Reader};
 use crate::crdt::hlc::Hlc;
@@ -46,6 +52,8 @@ pub struct StateParams {
     pub dimension: usize,
     /// Idempotency keys older than this (log time) are dropped.
     pub idempotency_ttl_ms: u64,
+    /// The approximate vector index's knobs.
+    pub vector_index: ann::IndexParams,
 }
 
 /// One epoch of the log's history: rebuilt from `EpochStart` records and
@@ -101,7 +109,7 @@ impl State {
                 params.score_floor,
             ),
             entities: EntityStore::new(),
-            vectors: VectorStore::new(params.dimension),
+            vectors: VectorStore::new(params.dimension, params.vector_index),
             sessions: SessionStore::new(),
             merged: MergedStore::default(),
             idempotency: IdempotencyStore::new(),
@@ -367,7 +375,8 @@ impl State {
             .top_k(blend, at, k, &mut |id| self.accepts(id, filter))
     }
 
-    /// Exact cosine top-k over one kind's embeddings (query of unit length).
+    /// Cosine top-k over one kind's embeddings (query of unit length):
+    /// exact below the index size, approximate above (`vectors`).
     pub fn search(
         &self,
         kind: EntityKind,
@@ -408,7 +417,7 @@ impl State {
             (section::HEADER, 1, header),
             (section::SIGNALS, 1, signals),
             (section::ENTITIES, 1, entities),
-            (section::VECTORS, 1, vectors),
+            (section::VECTORS, 2, vectors),
             (section::SESSIONS, 1, sessions),
             (section::MERGED, 1, merged),
             (section::IDEMPOTENCY, 1, idempotency),
@@ -422,9 +431,11 @@ impl State {
         params: StateParams,
         sections: &[(u16, u16, &[u8])],
     ) -> Result<State, (u16, DecodeError)> {
+        // The vectors section has a version 2 (the index); the others 1.
+        let newest = |id: u16| if id == section::VECTORS { 2 } else { 1 };
         let find = |id: u16| -> Result<Reader<'_>, (u16, DecodeError)> {
             match sections.iter().find(|(sid, _, _)| *sid == id) {
-                Some((_, 1, bytes)) => Ok(Reader::new(bytes)),
+                Some((_, v, bytes)) if (1..=newest(id)).contains(v) => Ok(Reader::new(bytes)),
                 Some((_, v, _)) => Err((
                     id,
                     DecodeError {
@@ -469,7 +480,12 @@ impl State {
         let mut r = find(section::ENTITIES)?;
         st.entities = EntityStore::decode(&mut r).map_err(|e| (section::ENTITIES, e))?;
         let mut r = find(section::VECTORS)?;
-        st.vectors = VectorStore::decode(&mut r, p.dimension).map_err(|e| (section::VECTORS, e))?;
+        let version = sections
+            .iter()
+            .find(|(id, _, _)| *id == section::VECTORS)
+            .map_or(1, |s| s.1);
+        st.vectors = VectorStore::decode(&mut r, version, p.dimension, p.vector_index)
+            .map_err(|e| (section::VECTORS, e))?;
         let mut r = find(section::SESSIONS)?;
         st.sessions = SessionStore::decode(&mut r).map_err(|e| (section::SESSIONS, e))?;
         // Snapshots written before reconciliation existed have no such

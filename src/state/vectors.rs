@@ -1,21 +1,36 @@
-//! Normalized embeddings and exact cosine top-k.
+//! Normalized embeddings and cosine top-k, exact below a size and
+//! approximate (an inverted file) above it.
 //!
-//! Each kind has one dense set: an id per slot and the vectors in one
-//! contiguous `Vec<f32>`, `dimension` floats per slot, so a search streams
-//! through memory without a pointer chase per vector. A remove moves the
-//! last slot into the hole (swap-remove), so deletes free their space and
-//! the data stays dense. Vectors are stored at unit length, which makes
-//! cosine a plain dot product.
+//! Each kind has one set ([`super::ann`]): ids and vectors stored list-major
+//! and contiguous, so a search streams through memory without a pointer
+//! chase per vector; a remove moves a list's last slot into the hole
+//! (swap-remove), so deletes free their space and the data stays dense.
+//! Vectors are stored at unit length, which makes cosine a plain dot
+//! product. Below [`IndexParams::min_vectors`] a set is one list and a
+//! search is an exact scan; above it the set is an IVF index and a search
+//! scans the `probes` best lists (see `ann` for the design and figures).
 //!
-//! The slot layout depends only on the sequence of calls, and snapshots keep
-//! it, so replicas fed the same calls hold the same layout; reads never
-//! depend on it anyway (top-k orders by score, then id).
-
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+//! The layout depends only on the sequence of calls, and snapshots keep it
+//! (centroids and lists slot by slot), so replicas fed the same calls, or
+//! seeded by a snapshot, hold the same layout and answer alike.
+//!
+//! # Snapshot section, version 2 (version 1 is read too)
+//!
+//! `dimension u32`, then per kind (items, creators): `trained u8`; if 1,
+//! `trained_at u64`, `groups u32`, per group the end of its fine centroids
+//! (`u32`, increasing), the group centroids and the fine centroids
+//! (`dimension` f32 each); then `lists u32` (at most 1 untrained, the fine
+//! centroid count trained) and per list `count u32` and `count` times
+//! `id u64` + `dimension` f32. Version 1 is `dimension`, then per kind
+//! `count u32` and the slots: one untrained list. A set decoded from
+//! version 1 trains at its next insert if it is large enough, so replicas
+//! seeded from version 1 snapshots taken at different points may index
+//! differently until their next training; version 2 has no such gap.
 
 use crate::codec::{DecodeError, Put, Reader};
 use crate::types::{EntityId, EntityKind};
+
+use super::ann::{IndexParams, KindSet, List, MAX_LISTS, Quantizer};
 
 /// Normalizes to unit length in f64 then stores f32; None for a zero
 /// vector, which has no direction (and, defensively, for a non-finite
@@ -36,7 +51,7 @@ pub fn normalize(v: &[f32]) -> Option<Vec<f32>> {
 /// independent accumulators over fixed chunks of eight (`as_chunks`, the
 /// array form of `chunks_exact`), so the inner loop has no bounds checks and
 /// no dependency chain through one sum.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, ra) = a.as_chunks::<8>();
     let (cb, rb) = b.as_chunks::<8>();
@@ -52,116 +67,50 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// One kind's dense set.
-#[derive(Clone, Debug, Default)]
-struct DenseSet {
-    ids: Vec<EntityId>,
-    data: Vec<f32>,
-    slots: HashMap<EntityId, usize>,
-}
-
-impl DenseSet {
-    fn get(&self, id: EntityId, dimension: usize) -> Option<&[f32]> {
-        let slot = *self.slots.get(&id)?;
-        self.data.get(slot * dimension..(slot + 1) * dimension)
-    }
-
-    fn push(&mut self, id: EntityId, unit: &[f32]) {
-        self.slots.insert(id, self.ids.len());
-        self.ids.push(id);
-        self.data.extend_from_slice(unit);
-    }
-
-    fn remove(&mut self, id: EntityId, dimension: usize) -> bool {
-        let Some(slot) = self.slots.remove(&id) else {
-            return false;
-        };
-        let last = self.ids.len().saturating_sub(1);
-        if slot != last {
-            self.ids.swap(slot, last);
-            if let Some(&moved) = self.ids.get(slot) {
-                self.slots.insert(moved, slot);
-            }
-            let (head, tail) = self.data.split_at_mut(last * dimension);
-            if let Some(dst) = head.get_mut(slot * dimension..(slot + 1) * dimension) {
-                dst.copy_from_slice(tail);
-            }
-        }
-        self.ids.truncate(last);
-        self.data.truncate(last * dimension);
-        true
-    }
-}
-
-/// A top-k candidate ordered so that the heap's greatest is the worst
-/// kept: lower score is greater, and on equal scores the larger id.
-#[derive(Clone, Copy, Debug)]
-struct Candidate {
-    score: f64,
-    id: EntityId,
-}
-
-impl Ord for Candidate {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .score
-            .total_cmp(&self.score)
-            .then(self.id.cmp(&other.id))
-    }
-}
-
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Candidate {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Candidate {}
-
 /// Embeddings of items and creators, one dimension per database.
 #[derive(Clone, Debug)]
 pub struct VectorStore {
     dimension: usize,
+    params: IndexParams,
     /// Indexed by `EntityKind::to_byte`.
-    sets: [DenseSet; 2],
+    sets: [KindSet; 2],
 }
 
 impl PartialEq for VectorStore {
     /// Equal contents (the same id maps to the same bits), whatever the slot
     /// layout: what "two stores hold the same embeddings" means.
     fn eq(&self, other: &Self) -> bool {
+        let d = self.dimension;
         self.dimension == other.dimension
             && self.sets.iter().zip(&other.sets).all(|(a, b)| {
-                a.ids.len() == b.ids.len()
-                    && a.ids.iter().all(|&id| {
-                        let (x, y) = (a.get(id, self.dimension), b.get(id, self.dimension));
-                        matches!((x, y), (Some(x), Some(y))
+                a.len() == b.len()
+                    && a.lists.iter().flat_map(|l| &l.ids).all(|&id| {
+                        matches!((a.get(id, d), b.get(id, d)), (Some(x), Some(y))
                             if x.iter().map(|f| f.to_bits()).eq(y.iter().map(|f| f.to_bits())))
                     })
             })
     }
 }
 
+fn index(kind: EntityKind) -> usize {
+    match kind {
+        EntityKind::Item => 0,
+        EntityKind::Creator => 1,
+    }
+}
+
 impl VectorStore {
     /// An empty store for vectors of `dimension` floats.
-    pub fn new(dimension: usize) -> Self {
+    pub fn new(dimension: usize, params: IndexParams) -> Self {
         VectorStore {
             dimension,
-            sets: [DenseSet::default(), DenseSet::default()],
+            params,
+            sets: [KindSet::default(), KindSet::default()],
         }
     }
 
-    fn set_of(&self, kind: EntityKind) -> &DenseSet {
-        match kind {
-            EntityKind::Item => &self.sets[0],
-            EntityKind::Creator => &self.sets[1],
-        }
+    pub(super) fn set_of(&self, kind: EntityKind) -> &KindSet {
+        &self.sets[index(kind)]
     }
 
     /// The floats per vector.
@@ -170,29 +119,37 @@ impl VectorStore {
         self.dimension
     }
 
-    /// Stores a unit vector for `id`, replacing an existing one in place.
-    /// A vector of the wrong length is ignored (validation refuses it
-    /// upstream; applying never fails), and an id held under the other kind
-    /// moves, so an id has at most one vector.
+    /// The index knobs.
+    #[cfg(test)]
+    pub fn params(&self) -> IndexParams {
+        self.params
+    }
+
+    /// Whether `kind`'s set is an approximate index (trained).
+    #[cfg(test)]
+    pub fn is_indexed(&self, kind: EntityKind) -> bool {
+        self.set_of(kind).quant.is_some()
+    }
+
+    /// Layout equality: the same centroids, lists and slots. Replicas fed
+    /// the same calls, and a decoded copy, are equal in this sense.
+    #[cfg(test)]
+    pub fn same_layout(&self, other: &Self) -> bool {
+        self.dimension == other.dimension && self.sets == other.sets
+    }
+
+    /// Stores a unit vector for `id`, replacing an existing one. A vector
+    /// of the wrong length is ignored (validation refuses it upstream;
+    /// applying never fails), and an id held under the other kind moves,
+    /// so an id has at most one vector. May train the kind's index.
     pub fn set(&mut self, kind: EntityKind, id: EntityId, unit: &[f32]) {
         let d = self.dimension;
         if unit.len() != d || d == 0 {
             return;
         }
-        let (mine, other) = match kind {
-            EntityKind::Item => (0, 1),
-            EntityKind::Creator => (1, 0),
-        };
-        self.sets[other].remove(id, d);
-        let set = &mut self.sets[mine];
-        match set.slots.get(&id) {
-            Some(&slot) => {
-                if let Some(dst) = set.data.get_mut(slot * d..(slot + 1) * d) {
-                    dst.copy_from_slice(unit);
-                }
-            }
-            None => set.push(id, unit),
-        }
+        let mine = index(kind);
+        self.sets[1 - mine].remove(id, d);
+        self.sets[mine].set(id, unit, d, &self.params);
     }
 
     /// Removes the vector of `id`, whichever kind holds it, freeing its slot.
@@ -212,16 +169,16 @@ impl VectorStore {
     /// The number of vectors of `kind`.
     #[cfg(test)]
     pub fn len(&self, kind: EntityKind) -> usize {
-        self.set_of(kind).ids.len()
+        self.set_of(kind).len()
     }
 
-    /// Exact cosine top-k over one kind (query already unit length): best
-    /// first, ties by id ascending, only ids for which `accept` returns
-    /// true. The score is the f32 dot product as f64. A bounded heap keeps
-    /// the k best, so a search costs O(n log k), not a full sort; `accept`
-    /// is asked only about candidates that would enter the current top-k,
-    /// so costly filters run rarely. A query of the wrong length finds
-    /// nothing.
+    /// Cosine top-k over one kind (query already unit length): best first,
+    /// ties by id ascending, only ids for which `accept` returns true. The
+    /// score is the f32 dot product as f64. Exact below the index size;
+    /// above it, the configured probes of the IVF index, and never fewer
+    /// results than the exact answer holds. `accept` is asked only about
+    /// candidates that would enter the current top-k. A query of the wrong
+    /// length finds nothing.
     pub fn top_k(
         &self,
         kind: EntityKind,
@@ -229,65 +186,75 @@ impl VectorStore {
         k: usize,
         accept: &mut dyn FnMut(EntityId) -> bool,
     ) -> Vec<(EntityId, f64)> {
+        self.top_k_probes(kind, query, k, self.params.probes as usize, accept)
+    }
+
+    /// [`VectorStore::top_k`] with `probes` lists (`usize::MAX`: exact).
+    pub fn top_k_probes(
+        &self,
+        kind: EntityKind,
+        query: &[f32],
+        k: usize,
+        probes: usize,
+        accept: &mut dyn FnMut(EntityId) -> bool,
+    ) -> Vec<(EntityId, f64)> {
         let d = self.dimension;
         if k == 0 || d == 0 || query.len() != d {
             return Vec::new();
         }
-        let set = self.set_of(kind);
-        let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k.min(set.ids.len()));
-        for (v, &id) in set.data.chunks_exact(d).zip(&set.ids) {
-            let c = Candidate {
-                score: f64::from(dot(v, query)),
-                id,
-            };
-            let enters = heap.len() < k || heap.peek().is_some_and(|worst| c < *worst);
-            if enters && accept(id) {
-                if heap.len() == k {
-                    heap.pop();
-                }
-                heap.push(c);
-            }
-        }
-        heap.into_sorted_vec()
-            .into_iter()
-            .map(|c| (c.id, c.score))
-            .collect()
+        self.set_of(kind).top_k(query, k, probes, d, accept)
     }
 
     /// Approximate heap bytes held, for memory accounting in `status()`.
     pub fn approx_bytes(&self) -> usize {
-        self.sets
-            .iter()
-            .map(|s| {
-                s.ids.capacity() * std::mem::size_of::<EntityId>()
-                    + s.data.capacity() * std::mem::size_of::<f32>()
-                    + s.slots.capacity() * (std::mem::size_of::<(EntityId, usize)>() + 1)
-            })
-            .sum()
+        self.sets.iter().map(KindSet::approx_bytes).sum()
     }
 
-    /// Appends the snapshot section: the dimension, then per kind the slots
-    /// in order, so a decoded store has the same layout.
+    /// Appends the snapshot section (version 2, module docs).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.put_u32(self.dimension as u32);
+        let d = self.dimension;
+        out.put_u32(d as u32);
         for set in &self.sets {
-            out.put_u32(set.ids.len() as u32);
-            if self.dimension == 0 {
-                continue;
+            match &set.quant {
+                None => out.put_u8(0),
+                Some(q) => {
+                    out.put_u8(1);
+                    out.put_u64(q.trained_at);
+                    out.put_u32(q.group_ends.len() as u32);
+                    for &e in &q.group_ends {
+                        out.put_u32(e);
+                    }
+                    for &x in q.groups.iter().chain(&q.fine) {
+                        out.put_f32(x);
+                    }
+                }
             }
-            for (v, id) in set.data.chunks_exact(self.dimension).zip(&set.ids) {
-                out.put_u64(id.0);
-                for &x in v {
-                    out.put_f32(x);
+            out.put_u32(set.lists.len() as u32);
+            for list in &set.lists {
+                out.put_u32(list.ids.len() as u32);
+                if d == 0 {
+                    continue;
+                }
+                for (v, id) in list.data.chunks_exact(d).zip(&list.ids) {
+                    out.put_u64(id.0);
+                    for &x in v {
+                        out.put_f32(x);
+                    }
                 }
             }
         }
     }
 
-    /// Reads a section written by [`VectorStore::encode`]; refuses a
-    /// dimension other than `dimension` (the database's, from `META`) and
-    /// an id stored twice.
-    pub fn decode(r: &mut Reader<'_>, dimension: usize) -> Result<Self, DecodeError> {
+    /// Reads a section written by [`VectorStore::encode`] (`version` 2) or
+    /// by the builds before the index (`version` 1); refuses a dimension
+    /// other than `dimension` (the database's, from `META`), an id stored
+    /// twice, and a quantizer that does not match its lists.
+    pub fn decode(
+        r: &mut Reader<'_>,
+        version: u16,
+        dimension: usize,
+        params: IndexParams,
+    ) -> Result<Self, DecodeError> {
         let at = r.position();
         let found = r.u32()? as usize;
         if found != dimension {
@@ -296,201 +263,89 @@ impl VectorStore {
                 reason: format!("vector dimension {found}, expected {dimension}"),
             });
         }
-        let mut store = VectorStore::new(dimension);
-        let elem_bytes = dimension.saturating_mul(4).saturating_add(8);
+        let d = dimension;
+        let mut store = VectorStore::new(d, params);
         for kind in [EntityKind::Item, EntityKind::Creator] {
-            let n = r.count(elem_bytes)?;
-            if n > 0 && dimension == 0 {
-                return Err(r.error("vectors of dimension 0"));
-            }
-            let mut set = DenseSet {
-                ids: Vec::with_capacity(n),
-                data: Vec::with_capacity(n * dimension),
-                slots: HashMap::with_capacity(n),
+            let mut set = KindSet::default();
+            let lists = if version == 1 {
+                1
+            } else {
+                set.quant = decode_quantizer(r, d)?;
+                let lists = r.count(4)?;
+                let want = set.quant.as_ref().map_or(1, |q| q.lists(d));
+                if (set.quant.is_some() && lists != want) || lists > want {
+                    return Err(r.error(format!("{lists} vector lists, expected {want}")));
+                }
+                lists
             };
-            for _ in 0..n {
-                let id = EntityId(r.u64()?);
-                if set.slots.contains_key(&id) || store.sets[0].slots.contains_key(&id) {
-                    return Err(r.error(format!("vector of {id} stored twice")));
+            for l in 0..lists {
+                let n = r.count(d.saturating_mul(4).saturating_add(8))?;
+                if n > 0 && d == 0 {
+                    return Err(r.error("vectors of dimension 0"));
                 }
-                set.slots.insert(id, set.ids.len());
-                set.ids.push(id);
-                for _ in 0..dimension {
-                    set.data.push(r.f32()?);
+                let mut list = List {
+                    ids: Vec::with_capacity(n),
+                    data: Vec::with_capacity(n * d),
+                };
+                for _ in 0..n {
+                    let id = EntityId(r.u64()?);
+                    if set.slots.contains_key(&id) || store.sets[0].slots.contains_key(&id) {
+                        return Err(r.error(format!("vector of {id} stored twice")));
+                    }
+                    set.slots.insert(id, (l as u32, list.ids.len() as u32));
+                    list.ids.push(id);
+                    for _ in 0..d {
+                        list.data.push(r.f32()?);
+                    }
                 }
+                set.lists.push(list);
             }
-            store.sets[usize::from(kind.to_byte())] = set;
+            store.sets[index(kind)] = set;
         }
         Ok(store)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn brute(s: &VectorStore, kind: EntityKind, q: &[f32], k: usize) -> Vec<(EntityId, f64)> {
-        let set = s.set_of(kind);
-        let mut all: Vec<(EntityId, f64)> = set
-            .ids
-            .iter()
-            .map(|&id| (id, f64::from(dot(s.get(kind, id).expect("stored"), q))))
-            .collect();
-        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        all.truncate(k);
-        all
+/// Reads the `trained` flag and, if set, the quantizer.
+fn decode_quantizer(r: &mut Reader<'_>, d: usize) -> Result<Option<Quantizer>, DecodeError> {
+    match r.u8()? {
+        0 => return Ok(None),
+        1 => {}
+        b => return Err(r.error(format!("trained flag {b}"))),
     }
-
-    fn round_trip(s: &VectorStore) -> VectorStore {
-        let mut buf = Vec::new();
-        s.encode(&mut buf);
-        let mut r = Reader::new(&buf);
-        let d = VectorStore::decode(&mut r, s.dimension()).expect("decodes");
-        assert!(r.is_empty());
-        d
+    if d == 0 {
+        return Err(r.error("an index of dimension 0"));
     }
-
-    #[test]
-    fn normalize_gives_unit_length_and_refuses_zero() {
-        assert_eq!(normalize(&[0.0, 0.0, 0.0]), None);
-        assert_eq!(normalize(&[]), None);
-        let u = normalize(&[3.0, 4.0]).expect("non-zero");
-        assert!((u[0] - 0.6).abs() < 1e-7 && (u[1] - 0.8).abs() < 1e-7);
+    let trained_at = r.u64()?;
+    let g = r.count(4 + 4 * d)?;
+    if g == 0 || g > MAX_LISTS {
+        return Err(r.error(format!("{g} centroid groups, expected 1..={MAX_LISTS}")));
     }
-
-    #[test]
-    fn dot_matches_a_plain_sum_on_odd_lengths() {
-        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
-        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.1).collect();
-        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((dot(&a, &b) - plain).abs() < 1e-4);
-    }
-
-    #[test]
-    fn set_replaces_and_remove_frees_the_slot() {
-        let mut s = VectorStore::new(2);
-        s.set(EntityKind::Item, EntityId(1), &[1.0, 0.0]);
-        s.set(EntityKind::Item, EntityId(2), &[0.0, 1.0]);
-        s.set(EntityKind::Item, EntityId(3), &[0.6, 0.8]);
-        s.set(EntityKind::Item, EntityId(1), &[0.0, 1.0]);
-        assert_eq!(s.len(EntityKind::Item), 3);
-        assert_eq!(s.get(EntityKind::Item, EntityId(1)), Some(&[0.0, 1.0][..]));
-        s.remove(EntityId(1));
-        assert_eq!(s.len(EntityKind::Item), 2);
-        assert_eq!(s.get(EntityKind::Item, EntityId(1)), None);
-        // The moved slot still reads back its own vector.
-        assert_eq!(s.get(EntityKind::Item, EntityId(3)), Some(&[0.6, 0.8][..]));
-        assert_eq!(s.set_of(EntityKind::Item).data.len(), 4);
-        let hits = s.top_k(EntityKind::Item, &[0.0, 1.0], 10, &mut |_| true);
-        assert!(hits.iter().all(|(id, _)| *id != EntityId(1)));
-        assert_eq!(hits.len(), 2);
-        assert_eq!(
-            s.top_k(EntityKind::Creator, &[0.0, 1.0], 10, &mut |_| true),
-            vec![]
-        );
-        // Wrong lengths change and find nothing.
-        s.set(EntityKind::Item, EntityId(9), &[1.0]);
-        assert_eq!(s.len(EntityKind::Item), 2);
-        assert!(
-            s.top_k(EntityKind::Item, &[1.0], 10, &mut |_| true)
-                .is_empty()
-        );
-        assert_eq!(round_trip(&s), s);
-    }
-
-    #[test]
-    fn ties_are_broken_by_id_and_accept_filters() {
-        let mut s = VectorStore::new(2);
-        for id in [5, 3, 9, 1] {
-            s.set(EntityKind::Creator, EntityId(id), &[1.0, 0.0]);
+    let mut group_ends = Vec::with_capacity(g);
+    let mut prev = 0u32;
+    for _ in 0..g {
+        let e = r.u32()?;
+        if e <= prev || e as usize > 2 * MAX_LISTS {
+            return Err(r.error(format!("centroid group end {e} after {prev}")));
         }
-        let hits = s.top_k(EntityKind::Creator, &[1.0, 0.0], 3, &mut |id| {
-            id != EntityId(3)
-        });
-        let ids: Vec<u64> = hits.iter().map(|(id, _)| id.0).collect();
-        assert_eq!(ids, vec![1, 5, 9]);
-        assert_eq!(
-            s.top_k(EntityKind::Creator, &[1.0, 0.0], 0, &mut |_| true),
-            vec![]
-        );
+        group_ends.push(e);
+        prev = e;
     }
-
-    #[derive(Clone, Debug)]
-    enum Op {
-        Set(bool, u64, [i8; 3]),
-        Remove(u64),
+    let nlist = prev as usize;
+    if r.remaining() / 4 / d < g + nlist {
+        return Err(r.error(format!(
+            "{g} + {nlist} centroids exceed the remaining bytes"
+        )));
     }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            3 => (any::<bool>(), 0u64..12, any::<[i8; 3]>()).prop_map(|(c, id, v)| Op::Set(c, id, v)),
-            1 => (0u64..12).prop_map(Op::Remove),
-        ]
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-
-        #[test]
-        fn top_k_equals_a_brute_force_sort(
-            ops in proptest::collection::vec(op(), 0..40),
-            q in any::<[i8; 3]>(),
-            k in 0usize..8,
-            odd in any::<bool>(),
-        ) {
-            let mut s = VectorStore::new(3);
-            let mut model: HashMap<u64, (EntityKind, Vec<f32>)> = HashMap::new();
-            for o in &ops {
-                match o {
-                    Op::Set(c, id, v) => {
-                        let kind = if *c { EntityKind::Creator } else { EntityKind::Item };
-                        // Small integers make exact score ties common.
-                        let Some(u) = normalize(&v.map(|x| f32::from(x % 3))) else { continue };
-                        s.set(kind, EntityId(*id), &u);
-                        model.insert(*id, (kind, u));
-                    }
-                    Op::Remove(id) => {
-                        s.remove(EntityId(*id));
-                        model.remove(id);
-                    }
-                }
-            }
-            for (id, (kind, v)) in &model {
-                prop_assert_eq!(s.get(*kind, EntityId(*id)), Some(&v[..]));
-            }
-            prop_assert_eq!(s.len(EntityKind::Item) + s.len(EntityKind::Creator), model.len());
-            let q = normalize(&q.map(|x| f32::from(x % 3))).unwrap_or(vec![1.0, 0.0, 0.0]);
-            for kind in [EntityKind::Item, EntityKind::Creator] {
-                let keep = |id: EntityId| !odd || id.0 % 2 == 1;
-                let got = s.top_k(kind, &q, k, &mut |id| keep(id));
-                let mut want = brute(&s, kind, &q, usize::MAX);
-                want.retain(|(id, _)| keep(*id));
-                want.truncate(k);
-                prop_assert_eq!(got, want);
-            }
-            prop_assert_eq!(&round_trip(&s), &s);
-        }
-
-        #[test]
-        fn decode_never_panics_on_random_bytes(
-            bytes in proptest::collection::vec(any::<u8>(), 0..256),
-            d in 0usize..4,
-        ) {
-            let _ = VectorStore::decode(&mut Reader::new(&bytes), d);
-        }
-    }
-
-    #[test]
-    fn decode_refuses_another_dimension_and_cut_input() {
-        let mut s = VectorStore::new(2);
-        s.set(EntityKind::Item, EntityId(1), &[1.0, 0.0]);
-        s.set(EntityKind::Creator, EntityId(2), &[0.0, 1.0]);
-        let mut buf = Vec::new();
-        s.encode(&mut buf);
-        assert!(VectorStore::decode(&mut Reader::new(&buf), 3).is_err());
-        for cut in 0..buf.len() {
-            assert!(VectorStore::decode(&mut Reader::new(&buf[..cut]), 2).is_err());
-        }
-    }
+    let mut read = |count: usize| -> Result<Vec<f32>, DecodeError> {
+        (0..count * d).map(|_| r.f32()).collect()
+    };
+    let groups = read(g)?;
+    let fine = read(nlist)?;
+    Ok(Some(Quantizer {
+        trained_at,
+        groups,
+        group_ends,
+        fine,
+    }))
 }

@@ -560,7 +560,12 @@ fn a_large_store_decodes_its_types_in_parallel_to_the_same_bits_and_errors() {
     let per_type = PARALLEL_DECODE_ENTRIES as u64 / 2 + 1_000;
     for ty in 0..2u16 {
         for id in 0..per_type {
-            store.add(ty, EntityId(id * 3 + u64::from(ty)), 1.0 + id as f64, Timestamp(100));
+            store.add(
+                ty,
+                EntityId(id * 3 + u64::from(ty)),
+                1.0 + id as f64,
+                Timestamp(100),
+            );
         }
     }
     let mut bytes = Vec::new();
