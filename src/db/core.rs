@@ -424,9 +424,12 @@ impl Core {
     ///
     /// One sync for a run of batches is the follower's group commit: a
     /// follower catching up receives many batches back to back, and a sync
-    /// each bound it to the disk's fsync rate (0.61M records/s with
-    /// 1,000-record batches on the bench machine). Nothing is acknowledged
-    /// to the leader before the sync, and readers see whole batches.
+    /// each binds it to the disk's fsync rate. Nothing is acknowledged to
+    /// the leader before the sync, and readers see whole batches. The I/O
+    /// loop (`replication::node_follower`) now hands it the batches of one
+    /// frame; handing it every frame already received made catch-up 1.7x
+    /// faster but was reverted (a replication fault test stalled under
+    /// load with it; cause not yet found).
     pub(crate) fn append_replicated(&self, batches: &[(BatchMeta, Bytes)]) -> (usize, Result<()>) {
         let config = self.config();
         let schema = Schema {
