@@ -489,6 +489,21 @@ fn merge(mut all: Vec<Scored>, k: usize) -> Vec<Scored> {
     all
 }
 
+/// Asks every shard (by index, with the filter it gets) for its top-k and
+/// merges the answers best first: the one loop behind every sharded
+/// `retrieve` and `search`, of the database and of a read view.
+fn merge_shards(
+    filters: Vec<Filter>,
+    k: usize,
+    mut ask: impl FnMut(usize, Filter) -> Result<Vec<Scored>>,
+) -> Result<Vec<Scored>> {
+    let mut all = Vec::new();
+    for (i, filter) in filters.into_iter().enumerate() {
+        all.extend(ask(i, filter)?);
+    }
+    Ok(merge(all, k))
+}
+
 #[path = "sharded_read.rs"]
 mod read;
 #[path = "sharded_view.rs"]

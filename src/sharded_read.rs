@@ -51,31 +51,23 @@ impl<R: Role> ShardedDb<R> {
     /// Top-k by decay score (or a blend) over every shard, best first, ties
     /// broken by id: exact, equal to a single node's answer.
     pub fn retrieve(&self, query: &Retrieve) -> Result<Vec<Scored>> {
-        let filters = self.shard_filters(&query.filter);
-        let mut all = Vec::new();
-        for (db, filter) in self.shards.iter().zip(filters) {
-            let q = Retrieve {
+        merge_shards(self.shard_filters(&query.filter), query.k, |i, filter| {
+            self.shards[i].retrieve(&Retrieve {
                 filter,
                 ..query.clone()
-            };
-            all.extend(db.retrieve(&q)?);
-        }
-        Ok(merge(all, query.k))
+            })
+        })
     }
 
     /// Top-k cosine similarity over every shard, best first, ties broken by
     /// id: exact, equal to a single node's answer.
     pub fn search(&self, query: &Search) -> Result<Vec<Scored>> {
-        let filters = self.shard_filters(&query.filter);
-        let mut all = Vec::new();
-        for (db, filter) in self.shards.iter().zip(filters) {
-            let q = Search {
+        merge_shards(self.shard_filters(&query.filter), query.k, |i, filter| {
+            self.shards[i].search(&Search {
                 filter,
                 ..query.clone()
-            };
-            all.extend(db.search(&q)?);
-        }
-        Ok(merge(all, query.k))
+            })
+        })
     }
 
     /// The filter each shard gets: a session's seen items and a user's hard

@@ -124,30 +124,22 @@ impl<R: Role> ShardedReadView<'_, R> {
 
     /// See [`ShardedDb::retrieve`]: every shard's top-k in this view, merged.
     pub fn retrieve(&self, query: &Retrieve) -> Result<Vec<Scored>> {
-        let filters = self.filters(&query.filter);
-        let mut all = Vec::new();
-        for (v, filter) in self.views.iter().zip(filters) {
-            let q = Retrieve {
+        merge_shards(self.filters(&query.filter), query.k, |i, filter| {
+            self.views[i].retrieve(&Retrieve {
                 filter,
                 ..query.clone()
-            };
-            all.extend(v.retrieve(&q)?);
-        }
-        Ok(merge(all, query.k))
+            })
+        })
     }
 
     /// See [`ShardedDb::search`]: every shard's top-k in this view, merged.
     pub fn search(&self, query: &Search) -> Result<Vec<Scored>> {
-        let filters = self.filters(&query.filter);
-        let mut all = Vec::new();
-        for (v, filter) in self.views.iter().zip(filters) {
-            let q = Search {
+        merge_shards(self.filters(&query.filter), query.k, |i, filter| {
+            self.views[i].search(&Search {
                 filter,
                 ..query.clone()
-            };
-            all.extend(v.search(&q)?);
-        }
-        Ok(merge(all, query.k))
+            })
+        })
     }
 
     /// The per-shard filters, from the states of this view.
