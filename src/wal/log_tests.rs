@@ -518,19 +518,18 @@ fn a_damaged_header_of_an_earlier_segment_is_damage_at_offset_zero() {
     assert_eq!(seen.len(), kept.len());
 }
 
-#[test]
-fn a_roll_adopts_the_spare_pre_allocated_in_the_background() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (mut wal, _, _) = open(cfg(tmp.path(), 4096), 0).unwrap();
-    let spare = wal.dir().join(crate::wal::segment::SPARE_NAME);
-    let append = |wal: &mut Wal| {
-        let (meta, _, bytes) = batch(wal.next_seqno().0, 3);
-        wal.append(&meta, &bytes).unwrap();
-    };
-    // Fill past half of the first segment: the spare gets built meanwhile.
-    append(&mut wal);
+/// Appends a 3-record batch at the log's next SeqNo.
+fn append3(wal: &mut Wal) {
+    let (meta, _, bytes) = batch(wal.next_seqno().0, 3);
+    wal.append(&meta, &bytes).unwrap();
+}
+
+/// Fills the first segment past half (the spare gets built meanwhile) and
+/// waits until the spare is ready.
+fn wait_for_the_spare(wal: &mut Wal) {
+    append3(wal);
     while !wal.spare_pending() {
-        append(&mut wal);
+        append3(wal);
     }
     for _ in 0..400 {
         if wal.spare_ready() {
@@ -538,11 +537,25 @@ fn a_roll_adopts_the_spare_pre_allocated_in_the_background() {
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    assert!(wal.spare_ready() && spare.exists());
+    assert!(wal.spare_ready(), "the spare was never built");
+}
+
+/// Appends until the log rolls into a new segment.
+fn roll(wal: &mut Wal) {
     let segments = wal.segments().len();
     while wal.segments().len() == segments {
-        append(&mut wal);
+        append3(wal);
     }
+}
+
+#[test]
+fn a_roll_adopts_the_spare_pre_allocated_in_the_background() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut wal, _, _) = open(cfg(tmp.path(), 4096), 0).unwrap();
+    let spare = wal.dir().join(crate::wal::segment::SPARE_NAME);
+    wait_for_the_spare(&mut wal);
+    assert!(spare.exists());
+    roll(&mut wal);
     // The spare was renamed into the new segment, zero-filled to size.
     assert!(!spare.exists());
     let last = wal.segments().last().unwrap().clone();
@@ -570,27 +583,10 @@ fn a_crash_after_adopting_the_spare_before_any_sync_loses_nothing_synced() {
     crate::storage::create_dir_durable(sim.as_ref(), SyncPoint::DataDirCreate, Path::new("/db"))
         .unwrap();
     let (mut wal, _, _) = open(sim_cfg(), 0).unwrap();
-    let append = |wal: &mut Wal| {
-        let (meta, _, bytes) = batch(wal.next_seqno().0, 3);
-        wal.append(&meta, &bytes).unwrap();
-    };
-    append(&mut wal);
-    while !wal.spare_pending() {
-        append(&mut wal);
-    }
-    for _ in 0..400 {
-        if wal.spare_ready() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    assert!(wal.spare_ready());
-    let segments = wal.segments().len();
+    wait_for_the_spare(&mut wal);
     // The append that rolls syncs the finished segment (`LogRoll`) and
     // adopts the spare; its own batch, in the new segment, is never synced.
-    while wal.segments().len() == segments {
-        append(&mut wal);
-    }
+    roll(&mut wal);
     let synced = wal.segments().last().unwrap().first_seqno;
     assert!(wal.next_seqno() > synced);
     drop(wal);
@@ -603,7 +599,7 @@ fn a_crash_after_adopting_the_spare_before_any_sync_loses_nothing_synced() {
     );
     assert_eq!(report.cuts.len(), 1, "the zero header is one torn tail");
     // The log takes writes again at the next position, and keeps them.
-    append(&mut wal);
+    append3(&mut wal);
     wal.sync().unwrap();
     let next = wal.next_seqno();
     drop(wal);
