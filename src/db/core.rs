@@ -7,8 +7,6 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use self::repl::{ReplMarks, load_seen_epoch};
 use crate::config::{Config, Durability, NodeRole, duration_ms};
 use crate::crdt::hlc::HlcClock;
@@ -23,7 +21,7 @@ use crate::state::{EpochEntry, State, StateParams};
 use crate::storage::{Storage, StorageLock, SyncPoint, create_dir_durable};
 use crate::types::{Epoch, Position, SeqNo};
 use crate::wal::commit::GroupCommit;
-use crate::wal::format::{BATCH_HEADER_LEN, BatchMeta, Schema, decode_records};
+use crate::wal::format::Schema;
 use crate::wal::log::{LogConfig, LogCut, Wal};
 use crate::wal::record::Record;
 
@@ -414,78 +412,6 @@ impl Core {
             .wait_timeout_while(hwm, timeout, |h| *h < seqno)
             .unwrap_or_else(PoisonError::into_inner);
         *hwm >= seqno
-    }
-
-    /// Appends and applies batches received from the leader, exactly as
-    /// logged there: each decoded (refusing anything apply could not take),
-    /// all appended, synced once, and applied through the function recovery
-    /// uses. Returns how many were applied: all of them, or the prefix
-    /// before the first one refused, with the error.
-    ///
-    /// One sync for a run of batches is the follower's group commit: a
-    /// follower catching up receives many batches back to back, and a sync
-    /// each binds it to the disk's fsync rate. Nothing is acknowledged to
-    /// the leader before the sync, and readers see whole batches. The I/O
-    /// loop (`replication::node_follower`) now hands it the batches of one
-    /// frame; handing it every frame already received made catch-up 1.7x
-    /// faster but was reverted (a replication fault test stalled under
-    /// load with it; cause not yet found).
-    pub(crate) fn append_replicated(&self, batches: &[(BatchMeta, Bytes)]) -> (usize, Result<()>) {
-        let config = self.config();
-        let schema = Schema {
-            signal_type_count: config.signal_types.len() as u16,
-            dimension: config.dimension as u32,
-        };
-        let mut decoded = Vec::with_capacity(batches.len());
-        let mut refused = Ok(());
-        for (meta, bytes) in batches {
-            let mut records = Vec::with_capacity(meta.record_count as usize);
-            let payload = bytes.get(BATCH_HEADER_LEN..).unwrap_or_default();
-            if let Err(e) = decode_records(payload, meta.record_count, &schema, &mut records) {
-                refused = Err(TidalError::corruption(
-                    "replicated batch",
-                    e.offset as u64,
-                    e.reason,
-                ));
-                break;
-            }
-            // A follower applies whatever the leader's clock says and never
-            // halts on skew; its own clock only moves forward past it.
-            self.hlc.advance_to(meta.hlc);
-            decoded.push((meta, bytes, records));
-        }
-        if decoded.is_empty() {
-            return (0, refused);
-        }
-        let logged = self.commit.with_committer(|c| {
-            if !self.receiving.load(Ordering::Acquire) {
-                return Err(TidalError::Closed);
-            }
-            for (meta, bytes, _) in &decoded {
-                c.append_received(meta, bytes)?;
-            }
-            c.sync(self)?;
-            let (last, _, _) = decoded[decoded.len() - 1];
-            let pos = Position::new(last.epoch, last.last_seqno());
-            self.view.apply(
-                |state| {
-                    for (meta, _, records) in &decoded {
-                        state.apply_batch(meta, records);
-                    }
-                },
-                || {
-                    self.applied_tx.send_replace(pos);
-                },
-            );
-            for (_, _, records) in &decoded {
-                self.metrics.record_batch(records.len());
-            }
-            Ok(())
-        });
-        match logged {
-            Ok(()) => (decoded.len(), refused),
-            Err(e) => (0, Err(e)),
-        }
     }
 
     /// Turns this follower's core into a leader's at `epoch`, which must be

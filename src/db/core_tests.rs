@@ -1,6 +1,8 @@
 //! Unit tests of the role checks in `core.rs`.
 use super::*;
 use crate::types::NodeId;
+use crate::wal::format::BatchMeta;
+use bytes::Bytes;
 use std::time::Duration;
 
 fn config(node: u64) -> Config {
