@@ -252,6 +252,7 @@ pub mod role;
 pub mod shard;
 pub mod sharded;
 pub(crate) mod snapshot;
+mod splitmix;
 pub(crate) mod state;
 pub mod storage;
 pub mod types;

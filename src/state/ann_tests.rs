@@ -13,15 +13,11 @@ const ITEM: EntityKind = EntityKind::Item;
 const EXACT: usize = usize::MAX;
 
 /// SplitMix64 with Box-Muller normals: seeded test data.
-struct Rng(u64);
+struct Rng(crate::splitmix::SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn unit(&mut self) -> f64 {
         ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
@@ -43,7 +39,7 @@ struct Mixture {
 
 impl Mixture {
     fn new(seed: u64, d: usize, centres: usize, sigma: f64) -> Mixture {
-        let mut rng = Rng(seed);
+        let mut rng = Rng(crate::splitmix::SplitMix64(seed));
         let s = 1.0 / (d as f64).sqrt();
         let centres = (0..centres)
             .map(|_| (0..d).map(|_| rng.normal() * s).collect())

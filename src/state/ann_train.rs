@@ -13,6 +13,7 @@
 
 use super::ann::{List, Quantizer};
 use super::vectors::dot;
+use crate::splitmix::SplitMix64;
 
 /// Lloyd rounds per k-means (after seeding).
 const ROUNDS: usize = 8;
@@ -21,21 +22,11 @@ pub const SAMPLE_PER_LIST: usize = 40;
 /// The fixed seed of k-means++ ("tidal_an").
 const SEED: u64 = 0x7469_6461_6c5f_616e;
 
-/// SplitMix64: a tiny, fixed pseudo-random sequence.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
+/// Uniform draws for k-means++ seeding.
+impl SplitMix64 {
     /// Uniform in [0, 1).
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -69,11 +60,11 @@ fn sample(lists: &[List], n: usize, d: usize, want: usize) -> Vec<f32> {
 
 /// Spherical k-means of the unit vectors `points` into at most `k`
 /// (at least one) unit centroids. `points` is not empty.
-fn kmeans(points: &[f32], d: usize, k: usize, rng: &mut SplitMix) -> Vec<f32> {
+fn kmeans(points: &[f32], d: usize, k: usize, rng: &mut SplitMix64) -> Vec<f32> {
     let n = points.len() / d;
     let k = k.clamp(1, n.max(1));
     let mut cent: Vec<f32> = Vec::with_capacity(k * d);
-    let first = (rng.next() % n as u64) as usize;
+    let first = (rng.next_u64() % n as u64) as usize;
     cent.extend_from_slice(&points[first * d..(first + 1) * d]);
     // k-means++: the next seed is a point drawn with probability
     // proportional to its distance (1 - cos) to the nearest seed so far.
@@ -145,7 +136,7 @@ fn kmeans(points: &[f32], d: usize, k: usize, rng: &mut SplitMix) -> Vec<f32> {
 pub(super) fn train(lists: &[List], n: usize, d: usize, nlist: usize) -> Quantizer {
     let pts = sample(lists, n, d, nlist.saturating_mul(SAMPLE_PER_LIST));
     let m = pts.len() / d;
-    let mut rng = SplitMix(SEED);
+    let mut rng = SplitMix64(SEED);
     let g = ((nlist as f64).sqrt().ceil() as usize).clamp(1, m.max(1));
     let groups = kmeans(&pts, d, g, &mut rng);
     let g = groups.len() / d;

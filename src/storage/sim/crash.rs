@@ -4,19 +4,10 @@ use std::collections::BTreeSet;
 
 use super::{CrashMode, Node, Op, PAGE_BYTES};
 
-/// splitmix64 (Steele, Lea, Flood 2014): tiny, deterministic, good enough to
-/// pick which writes a simulated crash keeps.
-pub(super) struct SplitMix64(pub(super) u64);
+pub(super) use crate::splitmix::SplitMix64;
 
+/// Draws for a simulated crash: which writes and pages it keeps.
 impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     /// Uniform-enough in `0..=n`.
     pub(super) fn up_to(&mut self, n: u64) -> u64 {
         match n.checked_add(1) {
