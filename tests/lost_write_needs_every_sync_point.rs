@@ -159,6 +159,13 @@ fn write_and_flush(
             *pending.entry(e).or_default() += 1;
         }
         db.write(b).map_err(|e| format!("write failed: {e}"))?;
+        if wait_for_spare.is_some_and(|sim| !sim.exists(Path::new(SPARE))) {
+            // The log starts the spare's thread once the segment is half
+            // full, and these writes take microseconds: on a loaded machine
+            // the segment filled before the thread ran, and no round ever
+            // adopted a spare. Leave it the CPU between writes.
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if let Some(sim) = wait_for_spare.take_if(|sim| sim.exists(Path::new(SPARE))) {
             // A spare is being built in the background: wait until it is
             // synced, so it is ready for the next roll (once per call; on
