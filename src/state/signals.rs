@@ -153,7 +153,7 @@ impl TypeState {
 
     /// The factor converting `S` into the score at `at`: `2^((L - at)/h)`.
     fn read_factor(&self, at: Timestamp) -> Pow2 {
-        Pow2::ratio(
+        Pow2::ratio_cached(
             i128::from(self.landmark_ms) - i128::from(at.0),
             self.half_life_ms,
         )
@@ -221,7 +221,8 @@ impl SignalStore {
             t.move_landmark(at.0, self.landmark_half_lives, self.score_floor);
         }
         let contribution =
-            Pow2::ratio(i128::from(at.0) - i128::from(t.landmark_ms), t.half_life_ms).apply(weight);
+            Pow2::ratio_cached(i128::from(at.0) - i128::from(t.landmark_ms), t.half_life_ms)
+                .apply(weight);
         let step = match weight.partial_cmp(&0.0) {
             Some(Ordering::Greater) => 1,
             Some(Ordering::Less) => -1,
