@@ -99,6 +99,11 @@ pub struct State {
     pub(crate) last_hlc: Hlc,
 }
 
+/// Records whose entries `apply_batch` touches before applying them: about
+/// as many misses as a core keeps in flight, with their lines still cached
+/// when the window's upserts reach them.
+const TOUCH_WINDOW: usize = 16;
+
 impl State {
     /// An empty state.
     pub fn new(params: StateParams) -> State {
@@ -178,10 +183,27 @@ impl State {
             .expire(log_ms, self.params.session_retention_ms);
         self.idempotency
             .expire(log_ms, self.params.idempotency_ttl_ms);
-        for (i, record) in records.iter().enumerate() {
-            let seqno = SeqNo(meta.first_seqno.0 + i as u64);
-            self.apply_record(meta, seqno, record);
+        // Signals hit random entries of tables far larger than the cache:
+        // touch a window's entries first, so their misses overlap, then
+        // apply it (1.4x on W1's apply; see `ScoreTable::touch`).
+        let mut touched = 0u64;
+        for (w, window) in records.chunks(TOUCH_WINDOW).enumerate() {
+            for record in window {
+                if let Record::Signal {
+                    signal_type,
+                    entity,
+                    ..
+                } = record
+                {
+                    touched ^= self.signals.touch(*signal_type, *entity);
+                }
+            }
+            for (i, record) in window.iter().enumerate() {
+                let seqno = SeqNo(meta.first_seqno.0 + (w * TOUCH_WINDOW + i) as u64);
+                self.apply_record(meta, seqno, record);
+            }
         }
+        std::hint::black_box(touched);
         self.applied = Position::new(meta.epoch, meta.last_seqno());
         self.last_hlc = self.last_hlc.max(meta.hlc);
     }

@@ -156,6 +156,18 @@ impl ScoreTable {
         ((u128::from(h) * self.slots.len() as u128) >> 64) as usize
     }
 
+    /// Loads `id`'s home slot and returns a word of it, so that a caller
+    /// can start the cache misses of many upserts at once: these loads
+    /// depend on nothing loaded and no branch waits for them, so the CPU
+    /// overlaps them, where each `upsert`'s probe branches on its slot and
+    /// so waits for its miss before the next one starts.
+    pub(crate) fn touch(&self, id: EntityId) -> u64 {
+        if self.slots.is_empty() {
+            return 0;
+        }
+        self.slots[self.home(id)].id.0
+    }
+
     fn step(&self, i: usize) -> usize {
         if i + 1 == self.slots.len() { 0 } else { i + 1 }
     }

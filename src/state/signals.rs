@@ -233,6 +233,14 @@ impl SignalStore {
         });
     }
 
+    /// Starts loading the entry `add(type_id, entity, ..)` will update
+    /// (see `ScoreTable::touch`); returns a word of it to keep the load.
+    pub(crate) fn touch(&self, type_id: u16, entity: EntityId) -> u64 {
+        self.types
+            .get(usize::from(type_id))
+            .map_or(0, |t| t.table.touch(entity))
+    }
+
     /// `(landmark_ms, half_life_ms)` of a type.
     pub(crate) fn landmark(&self, type_id: u16) -> Option<(u64, u64)> {
         self.types
