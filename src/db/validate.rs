@@ -75,8 +75,8 @@ impl Prepare {
         }
     }
 
-    fn timestamp(&self, field: &'static str, at: Timestamp) -> Result<()> {
-        let now_ms = self.config.clock.now_ms();
+    fn timestamp(&self, field: &'static str, at: Timestamp, now: &Now) -> Result<()> {
+        let now_ms = *now.0.get_or_init(|| self.config.clock.now_ms());
         let limit_ms = duration_ms(self.config.max_future_skew);
         let ahead_ms = at.0.saturating_sub(now_ms);
         if ahead_ms > limit_ms {
@@ -145,10 +145,11 @@ impl Prepare {
         entity: EntityId,
         weight: f64,
         at: Timestamp,
+        now: &Now,
     ) -> Result<Record> {
         let signal_type = self.signal_type(signal_type)?;
         self.weight(weight)?;
-        self.timestamp("at", at)?;
+        self.timestamp("at", at, now)?;
         self.owned("entity", entity.0)?;
         Ok(Record::Signal {
             signal_type,
@@ -202,8 +203,9 @@ impl Prepare {
         session: SessionId,
         user: UserId,
         at: Timestamp,
+        now: &Now,
     ) -> Result<Record> {
-        self.timestamp("at", at)?;
+        self.timestamp("at", at, now)?;
         self.owned("user", user.0)?;
         Ok(Record::OpenSession { session, user, at })
     }
@@ -215,10 +217,11 @@ impl Prepare {
         signal_type: &str,
         weight: f64,
         at: Timestamp,
+        now: &Now,
     ) -> Result<Record> {
         let signal_type = self.signal_type(signal_type)?;
         self.weight(weight)?;
-        self.timestamp("at", at)?;
+        self.timestamp("at", at, now)?;
         Ok(Record::SessionEvent {
             session,
             seq: 0, // numbered by the sequencer
@@ -230,8 +233,13 @@ impl Prepare {
         })
     }
 
-    pub(crate) fn close_session(&self, session: SessionId, at: Timestamp) -> Result<Record> {
-        self.timestamp("at", at)?;
+    pub(crate) fn close_session(
+        &self,
+        session: SessionId,
+        at: Timestamp,
+        now: &Now,
+    ) -> Result<Record> {
+        self.timestamp("at", at, now)?;
         Ok(Record::CloseSession { session, at })
     }
 
@@ -249,6 +257,8 @@ impl Prepare {
                 limit,
             });
         }
+        // One reading of the clock for the whole batch.
+        let now = Now::default();
         ops.into_iter()
             .map(|op| match op {
                 Op::Signal {
@@ -256,7 +266,7 @@ impl Prepare {
                     entity,
                     weight,
                     at,
-                } => self.signal(&signal_type, entity, weight, at),
+                } => self.signal(&signal_type, entity, weight, at, &now),
                 Op::Upsert {
                     kind,
                     id,
@@ -265,20 +275,26 @@ impl Prepare {
                 } => self.upsert(kind, id, creator, fields),
                 Op::Embedding { kind, id, vector } => self.embedding(kind, id, &vector),
                 Op::Delete { kind, id } => self.delete(kind, id),
-                Op::OpenSession { session, user, at } => self.open_session(session, user, at),
+                Op::OpenSession { session, user, at } => self.open_session(session, user, at, &now),
                 Op::SessionEvent {
                     session,
                     entity,
                     signal_type,
                     weight,
                     at,
-                } => self.session_event(session, entity, &signal_type, weight, at),
-                Op::CloseSession { session, at } => self.close_session(session, at),
+                } => self.session_event(session, entity, &signal_type, weight, at, &now),
+                Op::CloseSession { session, at } => self.close_session(session, at, &now),
                 Op::DeleteUser { user } => self.delete_user(user),
             })
             .collect()
     }
 }
+
+/// The clock's reading that `max_future_skew` is checked against, taken at
+/// most once per write: a batch of 1,000 signals read the clock 1,000 times
+/// before (4% of W1's time, in `clock_gettime`).
+#[derive(Debug, Default)]
+pub(crate) struct Now(std::cell::OnceCell<u64>);
 
 #[derive(Clone, Debug, Default)]
 struct Fields {

@@ -12,6 +12,7 @@ use crate::db::batch::{WriteBatch, owned_fields};
 use crate::db::core::Core;
 use crate::db::idem::content_digest;
 use crate::db::sequencer::Request;
+use crate::db::validate::Now;
 use crate::error::Result;
 use crate::role::{Role, Writable};
 use crate::types::{EntityId, EntityKind, Position, SessionId, Timestamp, UserId};
@@ -24,7 +25,9 @@ impl Core {
         weight: f64,
         at: Timestamp,
     ) -> Result<Position> {
-        let r = self.prepare.signal(signal_type, entity, weight, at)?;
+        let r = self
+            .prepare
+            .signal(signal_type, entity, weight, at, &Now::default())?;
         self.submit(vec![r])
     }
 
@@ -62,7 +65,9 @@ impl Core {
         user: UserId,
         at: Timestamp,
     ) -> Result<Position> {
-        let r = self.prepare.open_session(session, user, at)?;
+        let r = self
+            .prepare
+            .open_session(session, user, at, &Now::default())?;
         self.submit(vec![r])
     }
 
@@ -74,9 +79,14 @@ impl Core {
         weight: f64,
         at: Timestamp,
     ) -> Result<Position> {
-        let r = self
-            .prepare
-            .session_event(session, entity, signal_type, weight, at)?;
+        let r = self.prepare.session_event(
+            session,
+            entity,
+            signal_type,
+            weight,
+            at,
+            &Now::default(),
+        )?;
         self.submit(vec![r])
     }
 
@@ -85,7 +95,7 @@ impl Core {
         session: SessionId,
         at: Timestamp,
     ) -> Result<Position> {
-        let r = self.prepare.close_session(session, at)?;
+        let r = self.prepare.close_session(session, at, &Now::default())?;
         self.submit(vec![r])
     }
 
