@@ -157,7 +157,9 @@
 //! - **Read view.** Readers never wait for a batch being applied: the state
 //!   is kept twice (left-right), the writer applies each batch to the copy
 //!   readers are not using and then publishes it. The price is twice the
-//!   state memory and two applies per batch; it is measured in the benches.
+//!   state memory and two applies per batch; the second apply of a large
+//!   batch runs on a catch-up thread while the writer goes on (see the
+//!   `view` module).
 //!   Each read method is one view; [`TidalDb::read_view`] runs a closure
 //!   on one published state, so a top-k and the point reads of what it
 //!   returned agree ([`ReadView::position`] says where). A closure, not a

@@ -306,7 +306,7 @@ impl Core {
                 replicated: role == NodeRole::Leader,
             };
             core.commit.with_committer(|c| {
-                c.commit(&core, core.hlc.now(), std::slice::from_ref(&record), |_| {})?;
+                c.commit(&core, core.hlc.now(), vec![record], |_| {})?;
                 c.sync(&core)
             })?;
         }
@@ -444,7 +444,7 @@ impl Core {
                 replicated: true,
             };
             let logged = c
-                .commit(self, self.hlc.now(), std::slice::from_ref(&record), |_| {})
+                .commit(self, self.hlc.now(), vec![record], |_| {})
                 .and_then(|_| c.sync(self));
             if let Err(e) = logged {
                 c.epoch = previous;

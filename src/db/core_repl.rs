@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
@@ -16,10 +16,12 @@ use crate::codec::{Put, Reader};
 use crate::crdt::hlc::Hlc;
 use crate::error::{Result, TidalError};
 use crate::snapshot::{self, LoadedSnapshot};
+use crate::state::State;
 use crate::storage::{AtomicPoints, Storage, SyncPoint, read_file, write_file_atomic};
 use crate::types::{Epoch, NodeId, Position, SeqNo};
 use crate::wal::format::{BATCH_HEADER_LEN, BatchMeta, Schema, decode_records};
 use crate::wal::log::SegmentInfo;
+use crate::wal::record::Record;
 
 /// Name of the file holding the highest epoch this node has seen.
 pub(crate) const EPOCH_FILE: &str = "EPOCH";
@@ -482,6 +484,7 @@ impl Core {
         if decoded.is_empty() {
             return (0, refused);
         }
+        let appended = decoded.len();
         let logged = self.commit.with_committer(|c| {
             if !self.receiving.load(Ordering::Acquire) {
                 return Err(TidalError::Closed);
@@ -492,23 +495,27 @@ impl Core {
             c.sync(self)?;
             let (last, _, _) = decoded[decoded.len() - 1];
             let pos = Position::new(last.epoch, last.last_seqno());
+            let counts: Vec<usize> = decoded.iter().map(|(_, _, r)| r.len()).collect();
+            let batches: Vec<(BatchMeta, Vec<Record>)> =
+                decoded.drain(..).map(|(m, _, r)| (*m, r)).collect();
             self.view.apply(
-                |state| {
-                    for (meta, _, records) in &decoded {
+                counts.iter().sum(),
+                Arc::new(move |state: &mut State| {
+                    for (meta, records) in &batches {
                         state.apply_batch(meta, records);
                     }
-                },
+                }),
                 || {
                     self.applied_tx.send_replace(pos);
                 },
             );
-            for (_, _, records) in &decoded {
-                self.metrics.record_batch(records.len());
+            for n in counts {
+                self.metrics.record_batch(n);
             }
             Ok(())
         });
         match logged {
-            Ok(()) => (decoded.len(), refused),
+            Ok(()) => (appended, refused),
             Err(e) => (0, Err(e)),
         }
     }

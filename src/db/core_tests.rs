@@ -94,14 +94,9 @@ fn shutdown_closes_the_log_and_releases_the_lock_while_a_straggler_holds_the_cor
         at: crate::types::Timestamp(0),
     };
     // The straggler can no longer touch the log the new open owns.
-    let r = straggler.commit.with_committer(|c| {
-        c.commit(
-            &straggler,
-            straggler.hlc.now(),
-            std::slice::from_ref(&signal),
-            |_| {},
-        )
-    });
+    let r = straggler
+        .commit
+        .with_committer(|c| c.commit(&straggler, straggler.hlc.now(), vec![signal], |_| {}));
     assert!(matches!(r, Err(TidalError::Closed)), "{r:?}");
     assert!(matches!(straggler.flush(), Err(TidalError::Closed)));
     reopened.shutdown().expect("shutdown");

@@ -2,6 +2,7 @@
 //! batch being built, log it as one batch, sync, apply, acknowledge.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use crate::crdt::hlc::Hlc;
 use crate::db::core::Core;
 use crate::db::validate::Overlay;
 use crate::error::{Result, TidalError};
+use crate::state::State;
 use crate::types::{Epoch, Position, SeqNo, ShardId};
 use crate::wal::commit::{Publisher, Ticket, Weighted};
 use crate::wal::format::{BatchMeta, encode_batch};
@@ -141,7 +143,7 @@ impl Committer {
         &mut self,
         core: &Core,
         hlc: Hlc,
-        records: &[Record],
+        records: Vec<Record>,
         acknowledge: impl FnOnce(&BatchMeta),
     ) -> Result<BatchMeta> {
         self.check_writable()?;
@@ -153,7 +155,7 @@ impl Committer {
             record_count: records.len() as u32,
         };
         self.buf.clear();
-        encode_batch(&meta, records, &mut self.buf);
+        encode_batch(&meta, &records, &mut self.buf);
         if let Err(e) = self.wal.append(&meta, &self.buf) {
             return Err(self.poison(&e));
         }
@@ -162,15 +164,17 @@ impl Committer {
             self.sync(core)?;
         }
         self.bytes_since_snapshot += self.buf.len() as u64;
+        let count = records.len();
         core.view.apply(
-            |state| state.apply_batch(&meta, records),
+            count,
+            Arc::new(move |state: &mut State| state.apply_batch(&meta, &records)),
             || {
                 core.applied_tx
                     .send_replace(Position::new(meta.epoch, meta.last_seqno()));
                 acknowledge(&meta)
             },
         );
-        core.metrics.record_batch(records.len());
+        core.metrics.record_batch(count);
         Ok(meta)
     }
 }
@@ -269,7 +273,7 @@ pub(crate) fn process(
         return;
     }
     let tickets: Vec<Ticket> = ends.iter().map(|(t, _)| *t).collect();
-    let result = c.commit(core, hlc, &records, |meta| {
+    let result = c.commit(core, hlc, records, |meta| {
         publisher.publish(ends.iter().map(|(t, end)| {
             let seqno = SeqNo(meta.first_seqno.0 + *end as u64 - 1);
             (*t, Ok(Position::new(meta.epoch, seqno)))
