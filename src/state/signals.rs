@@ -164,6 +164,15 @@ impl TypeState {
     }
 }
 
+/// Whether `elapsed_ms` spans [`CATCH_UP_HALF_LIVES`] half-lives: the test
+/// `elapsed / h >= C` without a division per signal (`elapsed >= C * h`,
+/// never true when `C * h` overflows u64, as the quotient cannot reach C).
+fn needs_catch_up(elapsed_ms: u64, half_life_ms: u64) -> bool {
+    CATCH_UP_HALF_LIVES
+        .checked_mul(half_life_ms.max(1))
+        .is_some_and(|limit| elapsed_ms >= limit)
+}
+
 /// The score state of every signal type: decayed sums, counts and a
 /// trending index per type.
 ///
@@ -217,7 +226,7 @@ impl SignalStore {
             debug_assert!(false, "non-finite weight {weight}");
             return;
         }
-        if at.0.saturating_sub(t.landmark_ms) / t.half_life_ms.max(1) >= CATCH_UP_HALF_LIVES {
+        if needs_catch_up(at.0.saturating_sub(t.landmark_ms), t.half_life_ms) {
             t.move_landmark(at.0, self.landmark_half_lives, self.score_floor);
         }
         let contribution =

@@ -585,3 +585,12 @@ fn a_large_store_decodes_its_types_in_parallel_to_the_same_bits_and_errors() {
     assert_eq!(err.offset, bytes.len(), "{err:?}");
     assert!(err.reason.contains("appears twice"), "{err:?}");
 }
+
+proptest! {
+    #[test]
+    fn catch_up_test_equals_the_division(e in any::<u64>(), h in any::<u64>(), small in 0u64..10_000) {
+        for (e, h) in [(e, h), (e, small), (small * 768, small), (e, 0)] {
+            prop_assert_eq!(needs_catch_up(e, h), e / h.max(1) >= CATCH_UP_HALF_LIVES);
+        }
+    }
+}
