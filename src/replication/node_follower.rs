@@ -88,13 +88,34 @@ pub(crate) fn start_follower(
                             Ok(Ok(Some(frame))) => {
                                 backoff_ms = 10;
                                 healthy = take_frame(&weak, &mut receiver, &mut pending, &frame);
-                                // One frame at a time: each frame's outputs are
-                                // carried out before the next is read. (A drain
-                                // of the frames already here, so a run of
-                                // batches would share one sync, made catch-up
-                                // 1.7x faster but a replication fault test
-                                // stall 7 times in 35 under load; reverted until
-                                // understood, see BENCHMARKS.md W9.)
+                                // Batches already here join this turn, so a
+                                // run of them is synced once (`append`).
+                                // Only while every output so far is an
+                                // append: anything else (a cut, a snapshot)
+                                // is carried out before the next frame is
+                                // read. The receive is cancel-safe: a zero
+                                // timeout that finds nothing loses nothing.
+                                for _ in 1..MAX_RUN {
+                                    let only_appends = pending
+                                        .iter()
+                                        .all(|o| matches!(o, ReceiverOutput::Append { .. }));
+                                    if !healthy || !only_appends {
+                                        break;
+                                    }
+                                    match tokio::time::timeout(Duration::ZERO, frames.recv()).await
+                                    {
+                                        Ok(Ok(Some(frame))) => {
+                                            healthy = take_frame(
+                                                &weak,
+                                                &mut receiver,
+                                                &mut pending,
+                                                &frame,
+                                            );
+                                        }
+                                        Ok(Ok(None)) | Ok(Err(_)) => healthy = false,
+                                        Err(_) => break,
+                                    }
+                                }
                             }
                             Ok(Ok(None)) | Ok(Err(_)) => healthy = false,
                             Err(_) => pending.extend(receiver.on_tick(now_of(&weak))),
@@ -111,8 +132,7 @@ pub(crate) fn start_follower(
     Ok(ReplicationTasks::follower(task))
 }
 
-/// The most batches appended with one sync (those one frame's outputs
-/// queue back to back).
+/// The most frames taken in one turn, and batches appended with one sync.
 const MAX_RUN: usize = 64;
 
 /// Decodes one frame and feeds it to the receiver; false if it does not
