@@ -15,7 +15,7 @@ use crate::replication::node::{
     BACKOFF_MAX_MS, HEARTBEAT_MS, ReplicationTasks, TIMEOUT_MS, history,
 };
 use crate::replication::receiver::{Receiver, ReceiverConfig, ReceiverOutput};
-use crate::replication::transport::{FrameSender, Transport};
+use crate::replication::transport::{FrameReceiver, FrameSender, Transport};
 use crate::types::{Epoch, Position, SeqNo};
 use crate::wal::format::BatchMeta;
 
@@ -42,7 +42,9 @@ pub(crate) fn start_follower(
                     let mut healthy = true;
                     let mut incoming: Option<Incoming> = None;
                     let mut handed_over = false;
-                    while healthy {
+                    // Not `while healthy`: a turn that finds the connection
+                    // ended still carries out what it took off it first.
+                    loop {
                         if !handed_over && receiver.is_streaming() {
                             handed_over = true;
                             pending.extend(receiver.hand_over(held_suffixes(&weak)));
@@ -76,6 +78,10 @@ pub(crate) fn start_follower(
                                 }
                             }
                         }
+                        // Only now, with every output the receiver gave
+                        // carried out (or a step failed), may a connection
+                        // that ended or sent garbage end the session (see
+                        // `drain_ready`).
                         if !healthy {
                             break;
                         }
@@ -87,35 +93,14 @@ pub(crate) fn start_follower(
                         {
                             Ok(Ok(Some(frame))) => {
                                 backoff_ms = 10;
-                                healthy = take_frame(&weak, &mut receiver, &mut pending, &frame);
-                                // Batches already here join this turn, so a
-                                // run of them is synced once (`append`).
-                                // Only while every output so far is an
-                                // append: anything else (a cut, a snapshot)
-                                // is carried out before the next frame is
-                                // read. The receive is cancel-safe: a zero
-                                // timeout that finds nothing loses nothing.
-                                for _ in 1..MAX_RUN {
-                                    let only_appends = pending
-                                        .iter()
-                                        .all(|o| matches!(o, ReceiverOutput::Append { .. }));
-                                    if !healthy || !only_appends {
-                                        break;
-                                    }
-                                    match tokio::time::timeout(Duration::ZERO, frames.recv()).await
-                                    {
-                                        Ok(Ok(Some(frame))) => {
-                                            healthy = take_frame(
-                                                &weak,
-                                                &mut receiver,
-                                                &mut pending,
-                                                &frame,
-                                            );
-                                        }
-                                        Ok(Ok(None)) | Ok(Err(_)) => healthy = false,
-                                        Err(_) => break,
-                                    }
-                                }
+                                healthy = take_frame(&weak, &mut receiver, &mut pending, &frame)
+                                    && drain_ready(
+                                        &weak,
+                                        &mut receiver,
+                                        &mut pending,
+                                        frames.as_mut(),
+                                    )
+                                    .await;
                             }
                             Ok(Ok(None)) | Ok(Err(_)) => healthy = false,
                             Err(_) => pending.extend(receiver.on_tick(now_of(&weak))),
@@ -134,6 +119,48 @@ pub(crate) fn start_follower(
 
 /// The most frames taken in one turn, and batches appended with one sync.
 const MAX_RUN: usize = 64;
+
+/// Takes the frames already received, while every output so far is an
+/// append, so a run of batches is synced once (`append`). Anything else (a
+/// cut, a snapshot, an epoch to persist, a reconnect) is carried out before
+/// the next frame is read. The receive is cancel-safe: a zero timeout that
+/// finds nothing loses nothing. Returns false if the connection ended or
+/// sent an undecodable frame.
+///
+/// Even then the outputs already in `pending` must be carried out before
+/// the session ends: the receiver counts each `Append` as logged once it
+/// hands it out (so batches pipeline), and its next hello names the last
+/// one. Dropping them, as this drain first did, made that hello claim
+/// batches the log did not hold: the leader agreed with it and streamed on
+/// from there, and the follower acknowledged a durable position below the
+/// one it had claimed, forever (a_failed_replication_rename_loses_nothing
+/// stalled waiting for its cut), or would have logged the leader's next
+/// batch after a gap.
+async fn drain_ready(
+    core: &Weak<Core>,
+    receiver: &mut Receiver,
+    pending: &mut VecDeque<ReceiverOutput>,
+    frames: &mut dyn FrameReceiver,
+) -> bool {
+    for _ in 1..MAX_RUN {
+        if !pending
+            .iter()
+            .all(|o| matches!(o, ReceiverOutput::Append { .. }))
+        {
+            break;
+        }
+        match tokio::time::timeout(Duration::ZERO, frames.recv()).await {
+            Ok(Ok(Some(frame))) => {
+                if !take_frame(core, receiver, pending, &frame) {
+                    return false;
+                }
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => return false,
+            Err(_) => break,
+        }
+    }
+    true
+}
 
 /// Decodes one frame and feeds it to the receiver; false if it does not
 /// decode (the session ends).
@@ -396,3 +423,7 @@ impl Incoming {
         Ok(slot.take().map(|inc| inc.buf))
     }
 }
+
+#[cfg(test)]
+#[path = "node_follower_tests.rs"]
+mod tests;
