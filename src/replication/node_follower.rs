@@ -216,8 +216,9 @@ async fn append(
     let Some(c) = core.upgrade() else {
         return Err(TidalError::Closed);
     };
+    let appender = c.clone();
     let (done, run) = tokio::task::spawn_blocking(move || {
-        let done = c.append_replicated(&run);
+        let done = appender.append_replicated(&run);
         (done, run)
     })
     .await
@@ -232,7 +233,14 @@ async fn append(
         more = receiver.on_durable(pos);
         more.extend(receiver.on_applied(pos));
     }
-    result.map(|()| more)
+    if let Err(e) = result {
+        // The receiver counts the whole run, and the batches queued behind
+        // it, as logged: start it over from the log as it is, so the next
+        // hello names only what the log holds.
+        *receiver = Receiver::new(receiver_config(&c));
+        return Err(e);
+    }
+    Ok(more)
 }
 
 /// The unmerged diverged suffixes this node holds, to hand to its leader.

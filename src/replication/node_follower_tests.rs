@@ -21,6 +21,11 @@ use crate::wal::record::Record;
 
 /// A batch of two signals on entity `first`, SeqNos `first..=first + 1`.
 fn batch(first: u64) -> Bytes {
+    typed_batch(first, 0)
+}
+
+/// [`batch`] with signals of type `signal_type`.
+fn typed_batch(first: u64, signal_type: u16) -> Bytes {
     let meta = BatchMeta {
         shard: ShardId(0),
         first_seqno: SeqNo(first),
@@ -29,7 +34,7 @@ fn batch(first: u64) -> Bytes {
         record_count: 2,
     };
     let record = Record::Signal {
-        signal_type: 0,
+        signal_type,
         entity: EntityId(first),
         weight: 1.0,
         at: Timestamp(1_000),
@@ -81,6 +86,30 @@ async fn pair() -> (Box<dyn Connection>, Box<dyn Connection>) {
     (follower_end, leader_end)
 }
 
+/// A follower with one signal type, on a simulated disk.
+fn config() -> Config {
+    Config::builder("/f")
+        .signal_type("like", Duration::from_secs(60))
+        .node_id(NodeId(2))
+        .cluster(ClusterConfig {
+            role: NodeRole::Follower,
+            ..ClusterConfig::default()
+        })
+        .storage(Arc::new(SimStorage::default()))
+        .build()
+        .expect("config")
+}
+
+fn welcome() -> Bytes {
+    Message::Welcome {
+        leader_epoch: Epoch::FIRST,
+        leader_node: NodeId(1),
+        divergence: None,
+        hlc: Hlc::new(1_000, 0),
+    }
+    .encode()
+}
+
 /// Batches the follower took off a connection just before it closed are
 /// appended, not dropped: the receiver counted them as received when it
 /// handed them out, and its next hello names them. Dropping them made that
@@ -93,31 +122,14 @@ async fn pair() -> (Box<dyn Connection>, Box<dyn Connection>) {
 async fn batches_drained_before_the_connection_closed_are_logged_before_the_next_hello() {
     let (first, leader_end) = pair().await;
     let (mut to_follower, _from_follower) = leader_end.split();
-    let welcome = Message::Welcome {
-        leader_epoch: Epoch::FIRST,
-        leader_node: NodeId(1),
-        divergence: None,
-        hlc: Hlc::new(1_000, 0),
-    };
-    for frame in [welcome.encode(), batch(1), batch(3), batch(5)] {
+    for frame in [welcome(), batch(1), batch(3), batch(5)] {
         to_follower.send(frame).await.expect("send");
     }
     drop(to_follower);
     let (second, leader_end) = pair().await;
     let (_to_follower, mut from_follower) = leader_end.split();
     let transport = Arc::new(Scripted(Mutex::new(VecDeque::from([first, second]))));
-
-    let config = Config::builder("/f")
-        .signal_type("like", Duration::from_secs(60))
-        .node_id(NodeId(2))
-        .cluster(ClusterConfig {
-            role: NodeRole::Follower,
-            ..ClusterConfig::default()
-        })
-        .storage(Arc::new(SimStorage::default()))
-        .build()
-        .expect("config");
-    let follower = TidalDb::open_follower(config, transport).expect("open");
+    let follower = TidalDb::open_follower(config(), transport).expect("open");
 
     let claimed = next_hello(&mut from_follower).await;
     assert_eq!(
@@ -135,4 +147,32 @@ async fn batches_drained_before_the_connection_closed_are_logged_before_the_next
         2,
         "the last batch is applied"
     );
+}
+
+/// A batch the follower checked (CRC, shard, continuity) but could not
+/// apply (a signal type it does not have) ends the session after the
+/// batches before it, and the next hello names only those: the receiver,
+/// which counted the refused batch as logged when it handed it out, starts
+/// over from the log. Naming the refused batch would have let the leader
+/// stream on after it, past a hole in the follower's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_refused_batch_the_next_hello_names_only_what_was_logged() {
+    let (first, leader_end) = pair().await;
+    let (mut to_follower, _from_follower) = leader_end.split();
+    for frame in [welcome(), batch(1), typed_batch(3, 7)] {
+        to_follower.send(frame).await.expect("send");
+    }
+    let (second, leader_end) = pair().await;
+    let (_to_follower, mut from_follower) = leader_end.split();
+    let transport = Arc::new(Scripted(Mutex::new(VecDeque::from([first, second]))));
+    let follower = TidalDb::open_follower(config(), transport).expect("open");
+
+    let claimed = next_hello(&mut from_follower).await;
+    assert_eq!(
+        claimed,
+        Position::new(Epoch::FIRST, SeqNo(2)),
+        "the second hello names the first batch only"
+    );
+    assert_eq!(follower.last_position(), claimed);
+    drop(to_follower);
 }
