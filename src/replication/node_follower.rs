@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -123,9 +124,9 @@ const MAX_RUN: usize = 64;
 /// Takes the frames already received, while every output so far is an
 /// append, so a run of batches is synced once (`append`). Anything else (a
 /// cut, a snapshot, an epoch to persist, a reconnect) is carried out before
-/// the next frame is read. The receive is cancel-safe: a zero timeout that
-/// finds nothing loses nothing. Returns false if the connection ended or
-/// sent an undecodable frame.
+/// the next frame is read. A frame is ready if one poll of the receive
+/// yields it (`ready_frame`). Returns false if the connection ended or sent
+/// an undecodable frame.
 ///
 /// Even then the outputs already in `pending` must be carried out before
 /// the session ends: the receiver counts each `Append` as logged once it
@@ -149,17 +150,29 @@ async fn drain_ready(
         {
             break;
         }
-        match tokio::time::timeout(Duration::ZERO, frames.recv()).await {
-            Ok(Ok(Some(frame))) => {
+        match ready_frame(frames).await {
+            Poll::Ready(Ok(Some(frame))) => {
                 if !take_frame(core, receiver, pending, &frame) {
                     return false;
                 }
             }
-            Ok(Ok(None)) | Ok(Err(_)) => return false,
-            Err(_) => break,
+            Poll::Ready(Ok(None)) | Poll::Ready(Err(_)) => return false,
+            Poll::Pending => break,
         }
     }
     true
+}
+
+/// The next frame if one is already here: the receive polled once, and
+/// dropped if it is not ready (it is cancel-safe, so nothing is lost).
+///
+/// Not `tokio::time::timeout(Duration::ZERO, ..)`: Tokio's timer rounds a
+/// deadline up to its next millisecond tick, so when no frame was ready
+/// that waited up to a millisecond or more, after every run, before the
+/// run was appended (replication_lag: lag p50 1.0 ms -> 2.3-2.7 ms).
+async fn ready_frame(frames: &mut dyn FrameReceiver) -> Poll<Result<Option<Bytes>>> {
+    let mut recv = frames.recv();
+    std::future::poll_fn(|cx| Poll::Ready(recv.as_mut().poll(cx))).await
 }
 
 /// Decodes one frame and feeds it to the receiver; false if it does not
