@@ -453,10 +453,8 @@ impl Core {
     /// follower catching up receives many batches back to back, and a sync
     /// each binds it to the disk's fsync rate. Nothing is acknowledged to
     /// the leader before the sync, and readers see whole batches. The I/O
-    /// loop (`replication::node_follower`) now hands it the batches of one
-    /// frame; handing it every frame already received made catch-up 1.7x
-    /// faster but was reverted (a replication fault test stalled under
-    /// load with it; cause not yet found).
+    /// loop (`replication::node_follower`) hands it the batches of every
+    /// frame already received (up to 64).
     pub(crate) fn append_replicated(&self, batches: &[(BatchMeta, Bytes)]) -> (usize, Result<()>) {
         let config = self.config();
         let schema = Schema {
