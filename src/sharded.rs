@@ -467,10 +467,7 @@ impl<R: Role> ShardedDb<R> {
         }
         let mut written = Vec::with_capacity(parts.len());
         for (i, ops) in parts {
-            let pos = self.shards[i].write(WriteBatch {
-                ops,
-                idempotency_key: key.clone(),
-            })?;
+            let pos = self.shards[i].write(WriteBatch::from_ops(ops, key.clone()))?;
             written.push((shard_id(i), pos));
         }
         Ok(written)

@@ -1,13 +1,15 @@
 //! `WriteBatch`: several writes applied atomically, in one log batch or not
 //! at all.
 
+use std::sync::Arc;
+
 use crate::types::{EntityId, EntityKind, SessionId, Timestamp, UserId};
 
 /// One write of a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Op {
     Signal {
-        signal_type: String,
+        signal_type: Arc<str>,
         entity: EntityId,
         weight: f64,
         at: Timestamp,
@@ -35,7 +37,7 @@ pub(crate) enum Op {
     SessionEvent {
         session: SessionId,
         entity: EntityId,
-        signal_type: String,
+        signal_type: Arc<str>,
         weight: f64,
         at: Timestamp,
     },
@@ -80,12 +82,39 @@ pub(crate) enum Op {
 pub struct WriteBatch {
     pub(crate) ops: Vec<Op>,
     pub(crate) idempotency_key: Option<Vec<u8>>,
+    /// Signal type names this batch used, shared by its ops: a batch of
+    /// 1,000 signals of a few types allocated 1,000 strings before.
+    names: Vec<Arc<str>>,
 }
+
+/// Distinct signal type names a batch shares; more are allocated per op.
+const SHARED_NAMES: usize = 16;
 
 impl WriteBatch {
     /// An empty batch.
     pub fn new() -> WriteBatch {
         WriteBatch::default()
+    }
+
+    /// A batch of `ops` (a shard's part of a sharded batch).
+    pub(crate) fn from_ops(ops: Vec<Op>, idempotency_key: Option<Vec<u8>>) -> WriteBatch {
+        WriteBatch {
+            ops,
+            idempotency_key,
+            names: Vec::new(),
+        }
+    }
+
+    /// `name` as an `Arc<str>` shared with the batch's earlier ops.
+    fn name(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.iter().find(|n| &***n == name) {
+            return Arc::clone(n);
+        }
+        let n: Arc<str> = Arc::from(name);
+        if self.names.len() < SHARED_NAMES {
+            self.names.push(Arc::clone(&n));
+        }
+        n
     }
 
     /// Sets the batch's idempotency key (1 to
@@ -133,8 +162,9 @@ impl WriteBatch {
         weight: f64,
         at: Timestamp,
     ) -> Self {
+        let signal_type = self.name(signal_type);
         self.ops.push(Op::Signal {
-            signal_type: signal_type.to_string(),
+            signal_type,
             entity,
             weight,
             at,
@@ -222,10 +252,11 @@ impl WriteBatch {
         weight: f64,
         at: Timestamp,
     ) -> Self {
+        let signal_type = self.name(signal_type);
         self.ops.push(Op::SessionEvent {
             session,
             entity,
-            signal_type: signal_type.to_string(),
+            signal_type,
             weight,
             at,
         });
