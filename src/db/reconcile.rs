@@ -296,6 +296,11 @@ impl Core {
         let to = path.with_extension("merged");
         let storage = self.storage.as_ref();
         {
+            let _no_store = self
+                .marks
+                .diverged_lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let mut last = self
                 .marks
                 .last_reconcile
