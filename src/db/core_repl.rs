@@ -53,6 +53,12 @@ pub(crate) struct ReplMarks {
     diverged_dir_durable: AtomicBool,
     /// One reconciliation at a time.
     pub(crate) reconcile_lock: Mutex<()>,
+    /// Held to store a suffix in `diverged/` or mark one merged: a follower
+    /// sends a suffix twice on one connection (after its cut, and in the
+    /// hand-over), each stored on its own task. Unserialized, two stores
+    /// shared a temporary file (one failed; the follower was dropped), and
+    /// a store racing a merge's rename could keep the suffix again unmerged.
+    pub(crate) diverged_lock: Mutex<()>,
     /// What the last reconciliation did.
     pub(crate) last_reconcile: Mutex<Option<ReconcileReport>>,
 }
@@ -68,6 +74,7 @@ impl ReplMarks {
             skew_seen: AtomicBool::new(false),
             diverged_dir_durable: AtomicBool::new(false),
             reconcile_lock: Mutex::new(()),
+            diverged_lock: Mutex::new(()),
             last_reconcile: Mutex::new(None),
         }
     }
@@ -301,6 +308,11 @@ impl Core {
         if let Some(node) = origin {
             base.push_str(&format!("-n{}", node.0));
         }
+        let _one_at_a_time = self
+            .marks
+            .diverged_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match free_diverged_path(storage, &dir, &base, batches)? {
             Some(path) => {
                 write_file_atomic(storage, AtomicPoints::DIVERGED, &path, batches)?;

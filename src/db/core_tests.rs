@@ -190,3 +190,32 @@ fn a_suffix_kept_after_a_failed_directory_sync_survives_a_crash() {
         "the kept suffix was lost in the crash with its directory's entry"
     );
 }
+
+/// The same suffix arriving twice at once (a follower sends it after its
+/// cut and again in the hand-over, and each arrival is stored on its own
+/// task) is stored once, and both stores succeed.
+#[test]
+fn the_same_suffix_stored_twice_at_once_is_kept_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::builder(dir.path())
+        .signal_type("like", Duration::from_secs(60))
+        .node_id(NodeId(1))
+        .build()
+        .expect("config");
+    let core = Core::open(cfg, NodeRole::Single).expect("open");
+    for first in 1..=40u64 {
+        let barrier = std::sync::Barrier::new(2);
+        let store = || {
+            barrier.wait();
+            core.keep_diverged(Epoch(1), SeqNo(first), Some(NodeId(3)), b"suffix")
+        };
+        let results = std::thread::scope(|s| {
+            let (a, b) = (s.spawn(store), s.spawn(store));
+            [a.join().expect("a"), b.join().expect("b")]
+        });
+        for r in results {
+            r.expect("both stores of one suffix succeed");
+        }
+    }
+    assert_eq!(core.diverged().len(), 40, "{:?}", core.diverged());
+}

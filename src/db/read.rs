@@ -122,6 +122,8 @@ pub struct Status {
     /// the leader's log whatever its clock says and reports it here.
     pub clock_skew_ms: Option<ClockSkew>,
     /// What the last reconciliation on this node did, if one ran since open.
+    /// A run publishes its report so far as it marks each suffix merged, so
+    /// a suffix `diverged` lists as merged is counted here.
     pub last_reconcile: Option<ReconcileReport>,
 }
 
@@ -184,6 +186,9 @@ impl Core {
             recovery: self.recovery.clone(),
             highest_epoch_seen: self.seen_epoch(),
             first_retained: SeqNo(self.marks.first_retained.load(Ordering::Acquire)),
+            // Listed before `last_reconcile` is locked (fields are
+            // evaluated in order): a suffix listed merged is counted in
+            // the report read (see `Core::mark_merged`).
             diverged: self.diverged(),
             clock_skew_ms: self.marks.skew().map(|(last_ms, max_abs_ms)| ClockSkew {
                 last_ms,

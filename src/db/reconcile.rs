@@ -209,8 +209,7 @@ impl Core {
             // commit): a crash never leaves a suffix marked merged whose
             // records are lost.
             self.flush()?;
-            self.mark_merged(&suffix.path)?;
-            report.suffixes += 1;
+            self.mark_merged(&suffix.path, report)?;
             tracing::info!(path = %suffix.path.display(), "merged a diverged suffix");
         }
         Ok(())
@@ -286,12 +285,33 @@ impl Core {
 
     /// Renames `X.batches` to `X.merged` (directory synced): kept as
     /// evidence, no longer merged again.
-    fn mark_merged(&self, path: &std::path::Path) -> Result<()> {
+    ///
+    /// The suffix is counted in `report` and the report so far published
+    /// as `last_reconcile` under the same lock as the rename: `status()`
+    /// lists `diverged/` before it takes that lock, so a status that shows
+    /// the suffix merged also shows a report counting it. (Publishing only
+    /// at the end of the run left a window, the directory sync included,
+    /// where a suffix showed merged beside the previous run's report.)
+    fn mark_merged(&self, path: &std::path::Path, report: &mut ReconcileReport) -> Result<()> {
         let to = path.with_extension("merged");
         let storage = self.storage.as_ref();
-        storage
-            .rename_at(crate::storage::SyncPoint::MergedRename, path, &to)
-            .map_err(|e| TidalError::io("rename", path, e))?;
+        {
+            let _no_store = self
+                .marks
+                .diverged_lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut last = self
+                .marks
+                .last_reconcile
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            storage
+                .rename_at(crate::storage::SyncPoint::MergedRename, path, &to)
+                .map_err(|e| TidalError::io("rename", path, e))?;
+            report.suffixes += 1;
+            *last = Some(report.clone());
+        }
         let dir = path.parent().unwrap_or(&self.data_dir);
         storage
             .sync_dir_at(crate::storage::SyncPoint::MergedDir, dir)
