@@ -59,10 +59,11 @@ pub(crate) struct View {
 /// flight; the next apply waits for it, as that copy is the one it writes.
 #[derive(Debug)]
 struct CatchUp {
-    jobs: Mutex<Option<Sender<(usize, Change)>>>,
+    /// None when the thread could not be started.
+    jobs: Option<Sender<(usize, Change)>>,
     /// Jobs sent and not finished, and whether one panicked.
     pending: Arc<(Mutex<Pending>, Condvar)>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl CatchUp {
@@ -89,17 +90,17 @@ impl CatchUp {
             });
         match spawned {
             Ok(handle) => CatchUp {
-                jobs: Mutex::new(Some(tx)),
+                jobs: Some(tx),
                 pending,
-                thread: Mutex::new(Some(handle)),
+                thread: Some(handle),
             },
             // No thread (the process is out of them): every apply inline.
             Err(e) => {
                 tracing::warn!(error = %e, "no catch-up thread; applies run inline");
                 CatchUp {
-                    jobs: Mutex::new(None),
+                    jobs: None,
                     pending,
-                    thread: Mutex::new(None),
+                    thread: None,
                 }
             }
         }
@@ -121,8 +122,7 @@ impl CatchUp {
     /// Hands `change` for copy `idx` to the thread; gives it back when
     /// there is no thread.
     fn send(&self, idx: usize, change: Change) -> Option<Change> {
-        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(tx) = jobs.as_ref() else {
+        let Some(tx) = &self.jobs else {
             return Some(change);
         };
         let lock = || {
@@ -145,16 +145,8 @@ impl CatchUp {
 impl Drop for CatchUp {
     fn drop(&mut self) {
         // Closing the channel ends the thread once its last job is done.
-        self.jobs
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let thread = self
-            .thread
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(t) = thread {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
