@@ -13,7 +13,9 @@ use crate::db::TidalDb;
 use crate::error::{Result, TidalError};
 use crate::replication::in_process::InProcessTransport;
 use crate::replication::message::Message;
-use crate::replication::transport::{BoxFuture, Connection, FrameReceiver, Listener, Transport};
+use crate::replication::transport::{
+    BoxFuture, Connection, FrameReceiver, FrameSender, Listener, Transport,
+};
 use crate::storage::SimStorage;
 use crate::types::{EntityId, Epoch, NodeId, Position, SeqNo, ShardId, Timestamp};
 use crate::wal::format::{BatchMeta, encode_batch};
@@ -110,6 +112,37 @@ fn welcome() -> Bytes {
     .encode()
 }
 
+/// A follower whose first connection holds `frames` (and then ends, when
+/// `close`), with the leader's ends of both connections: `hello` reads the
+/// second one; the other ends stay open for the test's length.
+struct Script {
+    follower: TidalDb<crate::role::Follower>,
+    hello: Box<dyn FrameReceiver>,
+    _first_reader: Box<dyn FrameReceiver>,
+    _first_sender: Option<Box<dyn FrameSender>>,
+    _second_sender: Box<dyn FrameSender>,
+}
+
+async fn follower_after(frames: Vec<Bytes>, close: bool) -> Script {
+    let (first, leader_end) = pair().await;
+    let (mut to_follower, from_first) = leader_end.split();
+    for frame in frames {
+        to_follower.send(frame).await.expect("send");
+    }
+    let first_sender = (!close).then_some(to_follower);
+    let (second, leader_end) = pair().await;
+    let (to_second, hello) = leader_end.split();
+    let transport = Arc::new(Scripted(Mutex::new(VecDeque::from([first, second]))));
+    let follower = TidalDb::open_follower(config(), transport).expect("open");
+    Script {
+        follower,
+        hello,
+        _first_reader: from_first,
+        _first_sender: first_sender,
+        _second_sender: to_second,
+    }
+}
+
 /// Batches the follower took off a connection just before it closed are
 /// appended, not dropped: the receiver counted them as received when it
 /// handed them out, and its next hello names them. Dropping them made that
@@ -120,18 +153,11 @@ fn welcome() -> Bytes {
 /// of ready frames meets the end in every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_drained_before_the_connection_closed_are_logged_before_the_next_hello() {
-    let (first, leader_end) = pair().await;
-    let (mut to_follower, _from_follower) = leader_end.split();
-    for frame in [welcome(), batch(1), batch(3), batch(5)] {
-        to_follower.send(frame).await.expect("send");
-    }
-    drop(to_follower);
-    let (second, leader_end) = pair().await;
-    let (_to_follower, mut from_follower) = leader_end.split();
-    let transport = Arc::new(Scripted(Mutex::new(VecDeque::from([first, second]))));
-    let follower = TidalDb::open_follower(config(), transport).expect("open");
+    // Bound whole: the connection ends it holds stay open to the end.
+    let mut script = follower_after(vec![welcome(), batch(1), batch(3), batch(5)], true).await;
+    let follower = &script.follower;
 
-    let claimed = next_hello(&mut from_follower).await;
+    let claimed = next_hello(&mut script.hello).await;
     assert_eq!(
         claimed,
         Position::new(Epoch::FIRST, SeqNo(6)),
@@ -157,22 +183,15 @@ async fn batches_drained_before_the_connection_closed_are_logged_before_the_next
 /// stream on after it, past a hole in the follower's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_refused_batch_the_next_hello_names_only_what_was_logged() {
-    let (first, leader_end) = pair().await;
-    let (mut to_follower, _from_follower) = leader_end.split();
-    for frame in [welcome(), batch(1), typed_batch(3, 7)] {
-        to_follower.send(frame).await.expect("send");
-    }
-    let (second, leader_end) = pair().await;
-    let (_to_follower, mut from_follower) = leader_end.split();
-    let transport = Arc::new(Scripted(Mutex::new(VecDeque::from([first, second]))));
-    let follower = TidalDb::open_follower(config(), transport).expect("open");
+    // Bound whole: the connection ends it holds stay open to the end.
+    let mut script = follower_after(vec![welcome(), batch(1), typed_batch(3, 7)], false).await;
+    let follower = &script.follower;
 
-    let claimed = next_hello(&mut from_follower).await;
+    let claimed = next_hello(&mut script.hello).await;
     assert_eq!(
         claimed,
         Position::new(Epoch::FIRST, SeqNo(2)),
         "the second hello names the first batch only"
     );
     assert_eq!(follower.last_position(), claimed);
-    drop(to_follower);
 }
