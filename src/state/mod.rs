@@ -12,6 +12,8 @@ pub mod ann;
 #[cfg(test)]
 mod ann_tests;
 mod ann_train;
+#[cfg(test)]
+mod apply_measure;
 pub(crate) mod decay;
 pub mod entities;
 pub(crate) mod merged;
@@ -185,7 +187,7 @@ impl State {
             .expire(log_ms, self.params.idempotency_ttl_ms);
         // Signals hit random entries of tables far larger than the cache:
         // touch a window's entries first, so their misses overlap, then
-        // apply it (1.4x on W1's apply; see `ScoreTable::touch`).
+        // apply it (see `ScoreTable::touch`).
         let mut touched = 0u64;
         for (w, window) in records.chunks(TOUCH_WINDOW).enumerate() {
             for record in window {
