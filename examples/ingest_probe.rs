@@ -4,6 +4,9 @@ use std::time::{Duration, Instant};
 use tidal::{Durability, TidalDb, Timestamp};
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
+    if mode.starts_with("single") {
+        return single(&mode);
+    }
     let n: usize = std::env::args().nth(2).map_or(500, |s| s.parse().unwrap());
     let durability = if mode == "periodic" {
         Durability::Periodic(Duration::from_millis(100))
@@ -59,5 +62,40 @@ fn main() {
         st.fsync_mean_us,
         st.fsync_last_us,
         st.batches
+    );
+}
+
+/// W3's shape: single-signal writes under `Periodic(100ms)`, 1 thread
+/// (`single`), or with 256 KiB of write-behind (`single-wb`).
+fn single(mode: &str) {
+    let n: usize = std::env::args()
+        .nth(2)
+        .map_or(1_000_000, |s| s.parse().unwrap());
+    let dir = common::tempdir();
+    let mut config = common::config(
+        dir.path(),
+        Durability::Periodic(Duration::from_millis(100)),
+        8,
+    );
+    if mode == "single-wb" {
+        config.write_behind_bytes = 256 << 10;
+    }
+    let db = TidalDb::open(config).unwrap();
+    let pool = common::ids(common::Dist::Uniform, 1 << 20, 11);
+    let at = Timestamp::now();
+    let t = Instant::now();
+    for (i, id) in pool.iter().cycle().take(n).enumerate() {
+        db.signal(
+            common::TYPES[i % common::TYPES.len()],
+            tidal::EntityId(*id),
+            1.0,
+            at,
+        )
+        .unwrap();
+    }
+    let el = t.elapsed();
+    println!(
+        "{mode}: {n} writes in {el:?}: {:.0} writes/s",
+        n as f64 / el.as_secs_f64()
     );
 }
