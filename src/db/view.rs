@@ -243,6 +243,21 @@ impl View {
         f(&self.read_guard())
     }
 
+    /// The index of the published copy, for [`View::read_copy`].
+    pub(crate) fn published(&self) -> usize {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Runs `f` on copy `idx` (0 or 1), waiting while the writer holds
+    /// it. Only for a checkpoint, which reads one copy in several short
+    /// steps (`state::score_slots`); never on a read path, which must not
+    /// wait for an apply.
+    pub(crate) fn read_copy<T>(&self, idx: usize, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.copies[idx & 1]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// The read side of the newest whole-batch copy, as `read` picks it,
     /// for a crate-internal caller that holds several views at once (a
     /// sharded read view). Never handed to users: a guard could be held

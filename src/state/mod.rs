@@ -14,10 +14,13 @@ mod ann_tests;
 mod ann_train;
 #[cfg(test)]
 mod apply_measure;
+#[cfg(test)]
+mod copy_tests;
 pub(crate) mod decay;
 pub mod entities;
 pub(crate) mod merged;
 mod score_bitmap;
+mod score_slots;
 mod score_table;
 pub mod sessions;
 pub mod signals;
@@ -101,6 +104,13 @@ pub struct State {
     pub(crate) last_hlc: Hlc,
 }
 
+/// A snapshot's copy of a [`State`] under way (`State::begin_copy`).
+pub(crate) struct PartialCopy {
+    state: State,
+    /// By signal type: slots still to come from the source.
+    pending: Vec<bool>,
+}
+
 /// Records whose entries `apply_batch` touches before applying them: about
 /// as many misses as a core keeps in flight, with their lines still cached
 /// when the window's upserts reach them.
@@ -127,23 +137,41 @@ impl State {
         }
     }
 
-    /// A clone whose score tables are copied into `buffers` (from
-    /// [`SignalStore::buffers`], allocated with no lock held), so the copy
-    /// made under the view's read lock allocates and faults in nothing for
-    /// them: what a checkpoint takes.
-    pub(crate) fn clone_into(&self, buffers: Vec<score_table::TableBuffer>) -> State {
-        State {
-            params: self.params.clone(),
-            signals: self.signals.clone_into(buffers),
-            entities: self.entities.clone(),
-            vectors: self.vectors.clone(),
-            sessions: self.sessions.clone(),
-            merged: self.merged.clone(),
-            idempotency: self.idempotency.clone(),
-            epochs: self.epochs.clone(),
-            applied: self.applied,
-            last_hlc: self.last_hlc,
+    /// Starts a snapshot's copy of this state: everything but the score
+    /// tables' slots now, the slots slice by slice ([`State::copy_step`])
+    /// while the writer may go on writing this state, each slice as it was
+    /// now (`score_slots`); [`State::finish_copy`] completes it.
+    pub(crate) fn begin_copy(&self, buffers: Vec<score_table::TableBuffer>) -> PartialCopy {
+        let (signals, pending) = self.signals.begin_copy(buffers);
+        PartialCopy {
+            state: State {
+                params: self.params.clone(),
+                signals,
+                entities: self.entities.clone(),
+                vectors: self.vectors.clone(),
+                sessions: self.sessions.clone(),
+                merged: self.merged.clone(),
+                idempotency: self.idempotency.clone(),
+                epochs: self.epochs.clone(),
+                applied: self.applied,
+                last_hlc: self.last_hlc,
+            },
+            pending,
         }
+    }
+
+    /// Copies about one slice more of a copy under way; whether any is left.
+    pub(crate) fn copy_step(&self) -> bool {
+        self.signals.copy_step()
+    }
+
+    /// The state as it was when `partial` began, or None when this state
+    /// no longer holds the copy (it was replaced meanwhile). Ends the copy
+    /// either way.
+    pub(crate) fn finish_copy(&self, mut partial: PartialCopy) -> Option<State> {
+        self.signals
+            .finish_copy(&mut partial.state.signals, &partial.pending)
+            .then_some(partial.state)
     }
 
     /// The last applied record.

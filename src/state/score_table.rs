@@ -35,14 +35,12 @@ use foldhash::fast::RandomState as EntityHashState;
 
 use crate::state::decay::scale_pow2;
 use crate::state::score_bitmap::Bitmap;
+use crate::state::score_slots::{EMPTY, NIL, Slot, Slots};
 use crate::state::trending::order_key;
 use crate::types::EntityId;
 
 /// Number of buckets of the order index.
 pub(super) const BUCKETS: usize = 1 << 16;
-
-/// "No slot" in links and bucket heads.
-const NIL: u32 = u32::MAX;
 
 /// Largest capacity: slot indices must stay below [`NIL`].
 const MAX_CAPACITY: usize = (u32::MAX - 1) as usize;
@@ -52,26 +50,6 @@ const MIN_CAPACITY: usize = 16;
 
 /// Entries a read sorts at once before it needs more of a large bucket.
 const FIRST_CHUNK: usize = 64;
-
-/// One (entity, type) entry, or an empty slot when `s` is NaN.
-#[derive(Clone, Copy, Debug)]
-struct Slot {
-    id: EntityId,
-    /// Forward-decayed sum; finite and never `-0.0` in a live slot.
-    s: f64,
-    count: i64,
-    /// Neighbours in the bucket list of `s`.
-    prev: u32,
-    next: u32,
-}
-
-const EMPTY: Slot = Slot {
-    id: EntityId(0),
-    s: f64::NAN,
-    count: 0,
-    prev: NIL,
-    next: NIL,
-};
 
 /// The bucket of `s`: the top 16 bits of its ascending order encoding, so a
 /// higher bucket holds only larger sums.
@@ -111,7 +89,7 @@ impl TableBuffer {
 /// The entries of one signal type, by id and in `S` order.
 #[derive(Clone)]
 pub(crate) struct ScoreTable {
-    slots: Vec<Slot>,
+    slots: Slots,
     len: usize,
     hasher: EntityHashState,
     /// First slot of each bucket list; empty until the first insert.
@@ -122,7 +100,7 @@ pub(crate) struct ScoreTable {
 impl Default for ScoreTable {
     fn default() -> Self {
         ScoreTable {
-            slots: Vec::new(),
+            slots: Slots::default(),
             len: 0,
             hasher: EntityHashState::default(),
             heads: Vec::new(),
@@ -216,18 +194,23 @@ impl ScoreTable {
 
     /// Every id, in no particular order.
     pub(crate) fn ids(&self) -> impl Iterator<Item = EntityId> + '_ {
-        self.slots.iter().filter(|s| !s.s.is_nan()).map(|s| s.id)
+        self.slots
+            .as_slice()
+            .iter()
+            .filter(|s| !s.s.is_nan())
+            .map(|s| s.id)
     }
 
     fn link(&mut self, i: usize) {
         let b = bucket_of(self.slots[i].s);
         let head = self.heads[b];
-        self.slots[i].prev = NIL;
-        self.slots[i].next = head;
+        let slot = self.slots.at_mut(i);
+        slot.prev = NIL;
+        slot.next = head;
         if head == NIL {
             self.bits.set(b);
         } else {
-            self.slots[head as usize].prev = i as u32;
+            self.slots.at_mut(head as usize).prev = i as u32;
         }
         self.heads[b] = i as u32;
     }
@@ -241,10 +224,10 @@ impl ScoreTable {
                 self.bits.clear(b);
             }
         } else {
-            self.slots[prev as usize].next = next;
+            self.slots.at_mut(prev as usize).next = next;
         }
         if next != NIL {
-            self.slots[next as usize].prev = prev;
+            self.slots.at_mut(next as usize).prev = prev;
         }
     }
 
@@ -258,7 +241,7 @@ impl ScoreTable {
     /// Moves every entry into a table of `capacity` slots (at least
     /// `len + 1`), relinking the buckets.
     fn resize(&mut self, capacity: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![EMPTY; capacity]);
+        let old = self.slots.replace(vec![EMPTY; capacity]);
         self.heads.clear();
         self.heads.resize(BUCKETS, NIL);
         self.bits = Bitmap::new();
@@ -274,7 +257,7 @@ impl ScoreTable {
         while !self.slots[i].s.is_nan() {
             i = self.step(i);
         }
-        self.slots[i] = slot;
+        self.slots.set(i, slot);
         self.link(i);
         i
     }
@@ -319,12 +302,15 @@ impl ScoreTable {
         };
         let old = self.slots[i].s;
         let (s, count) = update(old, self.slots[i].count);
-        self.slots[i].count = count;
         if bucket_of(s) == bucket_of(old) {
-            self.slots[i].s = s;
+            let slot = self.slots.at_mut(i);
+            slot.count = count;
+            slot.s = s;
         } else {
             self.unlink(i);
-            self.slots[i].s = s;
+            let slot = self.slots.at_mut(i);
+            slot.count = count;
+            slot.s = s;
             self.link(i);
         }
     }
@@ -342,7 +328,7 @@ impl ScoreTable {
         let mut hole = self.find(id)?;
         let removed = (self.slots[hole].s, self.slots[hole].count);
         self.unlink(hole);
-        self.slots[hole] = EMPTY;
+        self.slots.set(hole, EMPTY);
         self.len -= 1;
         // Backward shift: pull later entries of the run into the hole when
         // their home does not lie cyclically within (hole, j].
@@ -364,15 +350,15 @@ impl ScoreTable {
     /// Moves the live slot `from` into the empty slot `to`, fixing links.
     fn move_slot(&mut self, from: usize, to: usize) {
         let slot = self.slots[from];
-        self.slots[to] = slot;
-        self.slots[from] = EMPTY;
+        self.slots.set(to, slot);
+        self.slots.set(from, EMPTY);
         if slot.prev == NIL {
             self.heads[bucket_of(slot.s)] = to as u32;
         } else {
-            self.slots[slot.prev as usize].next = to as u32;
+            self.slots.at_mut(slot.prev as usize).next = to as u32;
         }
         if slot.next != NIL {
-            self.slots[slot.next as usize].prev = to as u32;
+            self.slots.at_mut(slot.next as usize).prev = to as u32;
         }
     }
 
@@ -381,7 +367,7 @@ impl ScoreTable {
     /// relinks the buckets, shrinking the table when most entries went.
     pub(crate) fn rescale(&mut self, exp: i64, floor: f64) {
         let mut live = 0;
-        for slot in self.slots.iter_mut().filter(|s| !s.s.is_nan()) {
+        for slot in self.slots.rewrite().iter_mut().filter(|s| !s.s.is_nan()) {
             slot.s = scale_pow2(slot.s, exp);
             if floor > 0.0 && slot.s.abs() < floor {
                 *slot = EMPTY;
@@ -461,21 +447,39 @@ impl ScoreTable {
         self.slots.len()
     }
 
-    /// A clone written into `buf` when it has this table's size (no
-    /// allocation, no page fault), else a plain clone (the table grew
-    /// between the buffer's sizing and the copy).
-    pub(crate) fn clone_into(&self, mut buf: TableBuffer) -> ScoreTable {
-        if buf.slots.len() != self.slots.len() || buf.heads.len() != self.heads.len() {
-            return self.clone();
+    /// Starts a snapshot's copy of this table into `buf`, slots slice by
+    /// slice (`score_slots`): the table as it is now, its slots still to
+    /// come from [`Self::finish_copy`]; or, when `buf` does not fit (the
+    /// table grew) or a copy is under way, a plain clone, and false.
+    pub(crate) fn begin_copy(&self, mut buf: TableBuffer) -> (ScoreTable, bool) {
+        if buf.heads.len() != self.heads.len() || !self.slots.begin_copy(buf.slots) {
+            return (self.clone(), false);
         }
-        buf.slots.copy_from_slice(&self.slots);
         buf.heads.copy_from_slice(&self.heads);
-        ScoreTable {
-            slots: buf.slots,
+        let table = ScoreTable {
+            slots: Slots::default(),
             len: self.len,
             hasher: self.hasher.clone(),
             heads: buf.heads,
             bits: self.bits.clone(),
+        };
+        (table, true)
+    }
+
+    /// Copies one more slice of a copy under way; whether any is left.
+    pub(crate) fn copy_step(&self) -> bool {
+        self.slots.copy_step()
+    }
+
+    /// Completes `into` (from [`Self::begin_copy`]) with the copied slots;
+    /// false when this table holds no complete copy (it was replaced).
+    pub(crate) fn finish_copy(&self, into: &mut ScoreTable) -> bool {
+        match self.slots.finish_copy() {
+            Some(slots) => {
+                into.slots = Slots::new(slots);
+                true
+            }
+            None => false,
         }
     }
 
@@ -487,117 +491,8 @@ impl ScoreTable {
     }
 }
 
-/// An ordered read: bucket by bucket, each bucket's members sorted in
-/// growing chunks as the reader gets to them.
-pub(crate) struct OrderIter<'a> {
-    table: &'a ScoreTable,
-    /// S descending when true, ascending when false.
-    descending: bool,
-    /// The next bucket to look from, None when done.
-    next_bucket: Option<usize>,
-    buf: Vec<(f64, EntityId)>,
-    pos: usize,
-    sorted: usize,
-}
-
-impl<'a> OrderIter<'a> {
-    fn new(table: &'a ScoreTable, descending: bool) -> OrderIter<'a> {
-        let start = if table.is_empty() {
-            None
-        } else if descending {
-            Some(BUCKETS - 1)
-        } else {
-            Some(0)
-        };
-        OrderIter {
-            table,
-            descending,
-            next_bucket: start,
-            buf: Vec::new(),
-            pos: 0,
-            sorted: 0,
-        }
-    }
-
-    fn order_fn(&self) -> fn(&(f64, EntityId), &(f64, EntityId)) -> Ordering {
-        if self.descending {
-            best_first
-        } else {
-            |a, b| best_first(b, a)
-        }
-    }
-
-    /// Loads the next non-empty bucket; false when there is none.
-    fn load(&mut self) -> bool {
-        let Some(from) = self.next_bucket else {
-            return false;
-        };
-        let found = if self.descending {
-            self.table.bits.highest_at_or_below(from)
-        } else {
-            self.table.bits.lowest_at_or_above(from)
-        };
-        let Some(b) = found else {
-            self.next_bucket = None;
-            return false;
-        };
-        self.next_bucket = if self.descending {
-            b.checked_sub(1)
-        } else {
-            Some(b + 1).filter(|&n| n < BUCKETS)
-        };
-        self.buf.clear();
-        self.pos = 0;
-        self.sorted = 0;
-        let mut i = self.table.heads[b];
-        while i != NIL {
-            let slot = &self.table.slots[i as usize];
-            self.buf.push((slot.s, slot.id));
-            i = slot.next;
-        }
-        true
-    }
-
-    /// Sorts the next chunk of the loaded bucket: first only the best
-    /// [`FIRST_CHUNK`] (a top-k read rarely needs more of a bucket), then,
-    /// when the reader goes on (a deep walk), the whole rest at once.
-    fn sort_chunk(&mut self) {
-        let cmp = self.order_fn();
-        let take = if self.pos == 0 {
-            FIRST_CHUNK
-        } else {
-            self.buf.len()
-        };
-        let rest = &mut self.buf[self.pos..];
-        if rest.len() > take {
-            rest.select_nth_unstable_by(take, cmp);
-            rest[..take].sort_unstable_by(cmp);
-            self.sorted = self.pos + take;
-        } else {
-            rest.sort_unstable_by(cmp);
-            self.sorted = self.buf.len();
-        }
-    }
-}
-
-impl Iterator for OrderIter<'_> {
-    type Item = (f64, EntityId);
-
-    fn next(&mut self) -> Option<(f64, EntityId)> {
-        loop {
-            if self.pos < self.sorted {
-                let e = self.buf[self.pos];
-                self.pos += 1;
-                return Some(e);
-            }
-            if self.pos < self.buf.len() {
-                self.sort_chunk();
-            } else if !self.load() {
-                return None;
-            }
-        }
-    }
-}
+mod order;
+pub(crate) use order::OrderIter;
 
 #[cfg(test)]
 #[path = "score_table_tests.rs"]

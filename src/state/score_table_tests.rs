@@ -57,6 +57,34 @@ enum Op {
     Rescale(i64, f64),
 }
 
+/// Applies `op` to the table and the model; a removal's results agree.
+fn apply(t: &mut ScoreTable, model: &mut BTreeMap<u64, (f64, i64)>, op: Op) {
+    match op {
+        Op::Add(id, w) => {
+            t.upsert(EntityId(id), (w + 0.0, 1), |s, c| {
+                (crate::state::decay::saturate(s + w), c + 1)
+            });
+            let e = model.entry(id).or_insert((0.0, 0));
+            e.0 = crate::state::decay::saturate(e.0 + w);
+            e.1 += 1;
+        }
+        Op::Remove(id) => {
+            let got = t.remove(EntityId(id)).map(|(s, c)| (s.to_bits(), c));
+            let want = model.remove(&id).map(|(s, c)| (s.to_bits(), c));
+            assert_eq!(got, want);
+        }
+        Op::Rescale(exp, floor) => {
+            t.rescale(exp, floor);
+            for v in model.values_mut() {
+                v.0 = scale_pow2(v.0, exp);
+            }
+            if floor > 0.0 {
+                model.retain(|_, v| v.0.abs() >= floor);
+            }
+        }
+    }
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let value = prop_oneof![
         (-3i32..4).prop_map(f64::from),
@@ -79,30 +107,7 @@ proptest! {
         let mut t = ScoreTable::default();
         let mut model: BTreeMap<u64, (f64, i64)> = BTreeMap::new();
         for (n, op) in ops.into_iter().enumerate() {
-            match op {
-                Op::Add(id, w) => {
-                    t.upsert(EntityId(id), (w + 0.0, 1), |s, c| {
-                        (crate::state::decay::saturate(s + w), c + 1)
-                    });
-                    let e = model.entry(id).or_insert((0.0, 0));
-                    e.0 = crate::state::decay::saturate(e.0 + w);
-                    e.1 += 1;
-                }
-                Op::Remove(id) => {
-                    let got = t.remove(EntityId(id)).map(|(s, c)| (s.to_bits(), c));
-                    let want = model.remove(&id).map(|(s, c)| (s.to_bits(), c));
-                    prop_assert_eq!(got, want);
-                }
-                Op::Rescale(exp, floor) => {
-                    t.rescale(exp, floor);
-                    for v in model.values_mut() {
-                        v.0 = scale_pow2(v.0, exp);
-                    }
-                    if floor > 0.0 {
-                        model.retain(|_, v| v.0.abs() >= floor);
-                    }
-                }
-            }
+            apply(&mut t, &mut model, op);
             if n % 16 == 0 {
                 check(&t, &model);
             }
@@ -157,6 +162,16 @@ fn one_large_bucket_reads_in_order_and_grows() {
     assert!(t.approx_bytes() > 5_000 * 32);
 }
 
+/// A whole copy in slices: begin, every step, finish.
+fn copy_of(t: &ScoreTable, buf: TableBuffer) -> ScoreTable {
+    let (mut copy, pending) = t.begin_copy(buf);
+    while t.copy_step() {}
+    if pending {
+        assert!(t.finish_copy(&mut copy));
+    }
+    copy
+}
+
 #[test]
 fn a_copy_into_a_prepared_buffer_is_the_table_and_stays_apart() {
     let mut t = ScoreTable::default();
@@ -165,7 +180,7 @@ fn a_copy_into_a_prepared_buffer_is_the_table_and_stays_apart() {
         t.upsert(EntityId(id), (id as f64, 1), |_, _| unreachable!());
         model.insert(id, (id as f64, 1));
     }
-    let copy = t.clone_into(TableBuffer::new(t.capacity()));
+    let copy = copy_of(&t, TableBuffer::new(t.capacity()));
     check(&copy, &model);
     // Writes after the copy (a move to another bucket, a removal, a
     // rescale) never show in it, and the table sees them.
@@ -182,11 +197,66 @@ fn a_copy_into_a_prepared_buffer_is_the_table_and_stays_apart() {
         v.0 *= 0.5;
     }
     grown.insert(5, (2.5e6, 2));
-    check(&t.clone_into(TableBuffer::new(16)), &grown);
-    check(&t.clone_into(TableBuffer::default()), &grown);
+    check(&copy_of(&t, TableBuffer::new(16)), &grown);
+    check(&copy_of(&t, TableBuffer::default()), &grown);
     let empty = ScoreTable::default();
     check(
-        &empty.clone_into(TableBuffer::new(empty.capacity())),
+        &copy_of(&empty, TableBuffer::new(empty.capacity())),
         &BTreeMap::new(),
     );
+}
+
+#[test]
+fn a_copy_is_lost_with_its_table_and_a_second_one_waits_for_the_first() {
+    let mut t = ScoreTable::default();
+    for id in 0..100u64 {
+        t.upsert(EntityId(id), (1.0, 1), |_, _| unreachable!());
+    }
+    let (mut first, pending) = t.begin_copy(TableBuffer::new(t.capacity()));
+    assert!(pending);
+    // A second copy while one is under way is a plain clone.
+    let (second, pending) = t.begin_copy(TableBuffer::new(t.capacity()));
+    assert!(!pending);
+    assert_eq!(second.len(), 100);
+    // The state replaced meanwhile: the new table holds no copy.
+    let replaced = t.clone();
+    assert!(!replaced.copy_step());
+    assert!(!replaced.finish_copy(&mut first));
+    while t.copy_step() {}
+    assert!(t.finish_copy(&mut first));
+    assert_eq!(first.len(), 100);
+    // Finished: nothing is left to finish.
+    assert!(!t.finish_copy(&mut first));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// The copy is the table as it was when the copy began, whatever the
+    /// writes between its slices (slices of 8 slots in tests).
+    #[test]
+    fn a_copy_in_slices_is_the_table_when_it_began(
+        before in prop::collection::vec(op(), 1..400),
+        during in prop::collection::vec((op(), 0usize..3), 0..400),
+    ) {
+        let mut t = ScoreTable::default();
+        let mut model: BTreeMap<u64, (f64, i64)> = BTreeMap::new();
+        for op in before {
+            apply(&mut t, &mut model, op);
+        }
+        let at_begin = model.clone();
+        let (mut copy, pending) = t.begin_copy(TableBuffer::new(t.capacity()));
+        let mut left = pending;
+        for (op, steps) in during {
+            apply(&mut t, &mut model, op);
+            for _ in 0..steps {
+                left = left && t.copy_step();
+            }
+        }
+        while left && t.copy_step() {}
+        if pending {
+            prop_assert!(t.finish_copy(&mut copy));
+        }
+        check(&copy, &at_begin);
+        check(&t, &model);
+    }
 }

@@ -478,7 +478,7 @@ impl SignalStore {
 
     /// Buffers for a copy of this store's tables, pages faulted in: size
     /// them with [`Self::capacities`] under a short read, allocate them with
-    /// no lock held, then copy with [`Self::clone_into`].
+    /// no lock held, then copy with [`Self::begin_copy`].
     pub(crate) fn buffers(capacities: &[usize]) -> Vec<TableBuffer> {
         capacities.iter().map(|&c| TableBuffer::new(c)).collect()
     }
@@ -488,24 +488,49 @@ impl SignalStore {
         self.types.iter().map(|t| t.table.capacity()).collect()
     }
 
-    /// A clone whose tables are copied into `buffers` (one per type; a
-    /// missing or mis-sized one means a plain clone of that table).
-    pub(crate) fn clone_into(&self, buffers: Vec<TableBuffer>) -> SignalStore {
+    /// Starts a snapshot's copy slice by slice (`ScoreTable::begin_copy`):
+    /// the store as it is now, and for each type whether its slots are
+    /// still to come from [`Self::finish_copy`].
+    pub(crate) fn begin_copy(&self, buffers: Vec<TableBuffer>) -> (SignalStore, Vec<bool>) {
         let mut buffers = buffers.into_iter();
-        SignalStore {
-            types: self
-                .types
-                .iter()
-                .map(|t| TypeState {
+        let mut pending = Vec::with_capacity(self.types.len());
+        let types = self
+            .types
+            .iter()
+            .map(|t| {
+                let (table, copying) = t.table.begin_copy(buffers.next().unwrap_or_default());
+                pending.push(copying);
+                TypeState {
                     half_life_ms: t.half_life_ms,
                     period_ms: t.period_ms,
                     landmark_ms: t.landmark_ms,
-                    table: t.table.clone_into(buffers.next().unwrap_or_default()),
-                })
-                .collect(),
+                    table,
+                }
+            })
+            .collect();
+        let store = SignalStore {
+            types,
             landmark_half_lives: self.landmark_half_lives,
             score_floor: self.score_floor,
+        };
+        (store, pending)
+    }
+
+    /// Copies about one more slice of a copy under way; whether any is
+    /// left.
+    pub(crate) fn copy_step(&self) -> bool {
+        self.types.iter().any(|t| t.table.copy_step())
+    }
+
+    /// Completes `into` with the copied slots of the types `pending` marks;
+    /// false when one is missing (the state was replaced meanwhile).
+    pub(crate) fn finish_copy(&self, into: &mut SignalStore, pending: &[bool]) -> bool {
+        let mut whole = true;
+        for ((t, into), &p) in self.types.iter().zip(&mut into.types).zip(pending) {
+            // Every table's copy is ended, also after one was found missing.
+            whole &= !p || t.table.finish_copy(&mut into.table);
         }
+        whole && self.types.len() == into.types.len()
     }
 
     /// Estimated heap bytes, for status: each table by capacity, with its

@@ -1,0 +1,239 @@
+//! A score table's slot array, and a snapshot's copy of it taken in slices
+//! while the writer goes on.
+//!
+//! # Why slices
+//!
+//! A checkpoint needs the state at one position. It used to copy the
+//! published read-view copy whole under that copy's read lock; the
+//! committer needs the same copy one batch later (left-right: it writes
+//! each copy in turn), so at 1M entities x 3 types every durable write
+//! waited for a ~130 MB memcpy: 25-35 ms (W10, BENCHMARKS.md), after the
+//! page faults had already been moved out of the lock.
+//!
+//! Now the checkpoint takes the small parts (bucket heads, bitmap, length)
+//! under one short read lock and installs a [`SliceCopy`] in the table; it
+//! then copies the slots [`COPY_SLICE`] at a time, each slice under its own
+//! short read lock. Between two slices the writer may write the copy: every
+//! slot write goes through [`Slots::at_mut`] (the array has no other
+//! mutable access), which first saves the slice it falls in when the
+//! snapshot has not copied it yet (copy-before-write). A slice therefore
+//! reaches the snapshot as it was when the copy began, whoever copies it,
+//! and the snapshot is exactly the state at one position. A write that
+//! replaces or rewrites the whole array (growth, landmark rescale) saves
+//! every slice left first. Without a copy in progress a write pays one
+//! branch on a field it already has in cache.
+
+use std::ops::Index;
+use std::sync::{Mutex, PoisonError};
+
+use crate::types::EntityId;
+
+/// "No slot" in links and bucket heads.
+pub(super) const NIL: u32 = u32::MAX;
+
+/// Slots one step of a snapshot's copy takes under one read lock: 1 MiB,
+/// a memcpy of well under a millisecond, which is what a writer can wait.
+#[cfg(not(test))]
+pub(crate) const COPY_SLICE: usize = 32 * 1024;
+/// Slices of 8 slots in unit tests, so small tables span many.
+#[cfg(test)]
+pub(crate) const COPY_SLICE: usize = 8;
+
+/// One (entity, type) entry, or an empty slot when `s` is NaN.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Slot {
+    pub(super) id: EntityId,
+    /// Forward-decayed sum; finite and never `-0.0` in a live slot.
+    pub(super) s: f64,
+    pub(super) count: i64,
+    /// Neighbours in the bucket list of `s`.
+    pub(super) prev: u32,
+    pub(super) next: u32,
+}
+
+pub(super) const EMPTY: Slot = Slot {
+    id: EntityId(0),
+    s: f64::NAN,
+    count: 0,
+    prev: NIL,
+    next: NIL,
+};
+
+/// A snapshot's copy of a slot array in progress: the destination (as long
+/// as the array was when the copy began) and which slices it holds.
+#[derive(Debug)]
+pub(super) struct SliceCopy {
+    dest: Vec<Slot>,
+    done: Vec<bool>,
+    left: usize,
+    /// Where the snapshot's own steps look for the next slice.
+    cursor: usize,
+}
+
+impl SliceCopy {
+    /// Copies slice `k` of `src` unless it is already held.
+    fn save(&mut self, src: &[Slot], k: usize) {
+        if self.done.get(k).copied().unwrap_or(true) {
+            return;
+        }
+        let start = k * COPY_SLICE;
+        let end = (start + COPY_SLICE).min(self.dest.len());
+        if let (Some(to), Some(from)) = (self.dest.get_mut(start..end), src.get(start..end)) {
+            to.copy_from_slice(from);
+        }
+        self.done[k] = true;
+        self.left -= 1;
+    }
+
+    fn save_all(&mut self, src: &[Slot]) {
+        for k in 0..self.done.len() {
+            self.save(src, k);
+        }
+    }
+}
+
+/// A table's slots. Read by index; written only through [`Slots::at_mut`],
+/// [`Slots::set`], [`Slots::replace`] and [`Slots::rewrite`], which keep
+/// a snapshot's copy in progress whole (module docs).
+#[derive(Debug, Default)]
+pub(super) struct Slots {
+    v: Vec<Slot>,
+    /// A snapshot's copy in progress. The snapshot reaches it through
+    /// `&self` (a read lock on the state copy); the writer, which holds
+    /// `&mut self`, through `get_mut`, without locking.
+    copy: Mutex<Option<SliceCopy>>,
+}
+
+impl Clone for Slots {
+    /// The slots alone: a copy in progress stays with the original.
+    fn clone(&self) -> Self {
+        Slots {
+            v: self.v.clone(),
+            copy: Mutex::new(None),
+        }
+    }
+}
+
+impl Index<usize> for Slots {
+    type Output = Slot;
+    fn index(&self, i: usize) -> &Slot {
+        &self.v[i]
+    }
+}
+
+impl Slots {
+    pub(super) fn new(v: Vec<Slot>) -> Slots {
+        Slots {
+            v,
+            copy: Mutex::new(None),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.v.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.v.is_empty()
+    }
+
+    pub(super) fn capacity(&self) -> usize {
+        self.v.capacity()
+    }
+
+    pub(super) fn get(&self, i: usize) -> Option<&Slot> {
+        self.v.get(i)
+    }
+
+    pub(super) fn as_slice(&self) -> &[Slot] {
+        &self.v
+    }
+
+    /// The copy in progress that still lacks slices, if any.
+    fn pending(&mut self) -> Option<&mut SliceCopy> {
+        self.copy
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .filter(|c| c.left > 0)
+    }
+
+    /// Slot `i` for writing, its slice saved first when a copy needs it.
+    #[inline]
+    pub(super) fn at_mut(&mut self, i: usize) -> &mut Slot {
+        if let Some(c) = self.copy.get_mut().unwrap_or_else(PoisonError::into_inner) {
+            c.save(&self.v, i / COPY_SLICE);
+        }
+        &mut self.v[i]
+    }
+
+    pub(super) fn set(&mut self, i: usize, slot: Slot) {
+        *self.at_mut(i) = slot;
+    }
+
+    /// Replaces the whole array (growth), every slice left saved first.
+    pub(super) fn replace(&mut self, v: Vec<Slot>) -> Vec<Slot> {
+        let src = std::mem::take(&mut self.v);
+        if let Some(c) = self.pending() {
+            c.save_all(&src);
+        }
+        self.v = v;
+        src
+    }
+
+    /// Every slot for writing (landmark rescale), every slice left saved
+    /// first.
+    pub(super) fn rewrite(&mut self) -> &mut [Slot] {
+        let v = std::mem::take(&mut self.v);
+        if let Some(c) = self.pending() {
+            c.save_all(&v);
+        }
+        self.v = v;
+        &mut self.v
+    }
+
+    /// Starts a snapshot's copy into `dest` (as long as the array; false,
+    /// and nothing started, when it is not or a copy is under way).
+    pub(super) fn begin_copy(&self, dest: Vec<Slot>) -> bool {
+        let mut copy = self.copy.lock().unwrap_or_else(PoisonError::into_inner);
+        if copy.is_some() || dest.len() != self.v.len() {
+            return false;
+        }
+        let slices = self.v.len().div_ceil(COPY_SLICE);
+        *copy = Some(SliceCopy {
+            dest,
+            done: vec![false; slices],
+            left: slices,
+            cursor: 0,
+        });
+        true
+    }
+
+    /// Copies the next slice the copy lacks; whether any is still lacking
+    /// (false also when no copy is under way).
+    pub(super) fn copy_step(&self) -> bool {
+        let mut copy = self.copy.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(c) = copy.as_mut() else {
+            return false;
+        };
+        while c.cursor < c.done.len() && c.done[c.cursor] {
+            c.cursor += 1;
+        }
+        if c.cursor < c.done.len() {
+            let k = c.cursor;
+            c.save(&self.v, k);
+        }
+        c.left > 0
+    }
+
+    /// Ends the copy: the slots as they were when it began, or None when
+    /// no complete copy is here (the array was replaced by another state,
+    /// or the copy was never started).
+    pub(super) fn finish_copy(&self) -> Option<Vec<Slot>> {
+        let mut copy = self.copy.lock().unwrap_or_else(PoisonError::into_inner);
+        match copy.take() {
+            Some(c) if c.left == 0 => Some(c.dest),
+            _ => None,
+        }
+    }
+}
