@@ -191,6 +191,16 @@ pub trait StorageLock: Send + Sync + fmt::Debug {}
 /// Writes `bytes` to `path` atomically and durably: a temporary file is
 /// written and synced, renamed over `path`, and the directory synced, each
 /// step at its point of `points`.
+/// Bytes a large file (a snapshot, a spare log segment) is written in
+/// between two syncs of it. One sync of a whole 130 MB snapshot (or 64 MiB
+/// of spare zeros) puts that much writeback in the device queue at once,
+/// and a log fdatasync issued meanwhile (each durable write's) waits
+/// behind it: `strace -f -T` of the W10 checkpoint run showed the
+/// committer's fdatasyncs at 8-26 ms in a row there, against ~0.2 ms
+/// alone, next to 26-46 ms syncs of the large files. Steps of 8 MiB bound
+/// that wait to about one step's writeback.
+pub(crate) const SYNC_STEP_BYTES: usize = 8 << 20;
+
 pub(crate) fn write_file_atomic(
     storage: &dyn Storage,
     points: AtomicPoints,
@@ -208,11 +218,21 @@ pub(crate) fn write_file_atomic(
     let f = storage
         .open(&tmp, OpenMode::CreateNew)
         .map_err(|e| TidalError::io("create", &tmp, e))?;
-    f.write_all_at(bytes, 0)
-        .map_err(|e| TidalError::io("write", &tmp, e))?;
-    storage
-        .sync_file(points.file, f.as_ref())
-        .map_err(|e| TidalError::io("sync", &tmp, e))?;
+    // A large file is synced as it is written, so its writeback goes out
+    // in bounded steps instead of one burst that the log's own syncs
+    // would queue behind (see SYNC_STEP_BYTES).
+    for (i, step) in bytes.chunks(SYNC_STEP_BYTES).enumerate() {
+        f.write_all_at(step, (i * SYNC_STEP_BYTES) as u64)
+            .map_err(|e| TidalError::io("write", &tmp, e))?;
+        storage
+            .sync_file(points.file, f.as_ref())
+            .map_err(|e| TidalError::io("sync", &tmp, e))?;
+    }
+    if bytes.is_empty() {
+        storage
+            .sync_file(points.file, f.as_ref())
+            .map_err(|e| TidalError::io("sync", &tmp, e))?;
+    }
     drop(f);
     storage
         .rename_at(points.rename, &tmp, path)

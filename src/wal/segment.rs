@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use crate::codec::{DecodeError, Put, Reader};
 use crate::error::{Result, TidalError};
-use crate::storage::{OpenMode, Storage, StorageFile, SyncPoint};
+use crate::storage::{OpenMode, SYNC_STEP_BYTES, Storage, StorageFile, SyncPoint};
 use crate::types::{SeqNo, ShardId};
 use crate::wal::format::{BATCH_HEADER_LEN, decode_header};
 
@@ -204,15 +204,18 @@ pub fn create_spare(storage: &dyn Storage, dir: &Path, segment_bytes: u64) -> Re
     let file = storage
         .open(&path, OpenMode::CreateNew)
         .map_err(|e| TidalError::io("create spare segment", &path, e))?;
-    zero_fill(
-        file.as_ref(),
-        &path,
-        0,
-        segment_bytes.max(SEGMENT_HEADER_LEN as u64),
-    )?;
-    storage
-        .sync_file(SyncPoint::SpareFile, file.as_ref())
-        .map_err(|e| TidalError::io("sync spare segment", &path, e))?;
+    // Synced step by step, like a snapshot (`SYNC_STEP_BYTES`): the
+    // committer's syncs never queue behind a whole segment of zeros.
+    let end = segment_bytes.max(SEGMENT_HEADER_LEN as u64);
+    let mut from = 0;
+    while from < end {
+        let to = end.min(from + SYNC_STEP_BYTES as u64);
+        zero_fill(file.as_ref(), &path, from, to)?;
+        storage
+            .sync_file(SyncPoint::SpareFile, file.as_ref())
+            .map_err(|e| TidalError::io("sync spare segment", &path, e))?;
+        from = to;
+    }
     // Its directory entry is not synced: a spare that a crash takes is
     // never missed (the log removes a leftover one when it opens, and
     // builds a new one), and `adopt_spare` syncs the directory after the
