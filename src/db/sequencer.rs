@@ -2,6 +2,7 @@
 //! batch being built, log it as one batch, sync, apply, acknowledge.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -12,6 +13,7 @@ use crate::db::core::Core;
 use crate::db::validate::Overlay;
 use crate::error::{Result, TidalError};
 use crate::state::State;
+use crate::storage::StorageFile;
 use crate::types::{Epoch, Position, SeqNo, ShardId};
 use crate::wal::commit::{Publisher, Ticket, Weighted};
 use crate::wal::format::{BatchMeta, encode_batch};
@@ -42,6 +44,14 @@ fn conflict(key: &[u8], original: Position) -> TidalError {
         key_prefix: String::from_utf8_lossy(&key[..key.len().min(16)]).into_owned(),
         original,
     }
+}
+
+/// A sync of the log taken out of the committer ([`Committer::begin_sync`]).
+pub(crate) struct OpenSync {
+    pub(crate) file: Arc<dyn StorageFile>,
+    path: PathBuf,
+    upto: Position,
+    started: Instant,
 }
 
 /// State owned by whichever writer leads the current group.
@@ -115,6 +125,41 @@ impl Committer {
             }
             Err(e) => Err(self.poison(&e)),
         }
+    }
+
+    /// Starts a sync that runs without the committer (`Core::flush` under
+    /// `Periodic`): writes out what the log holds in memory and returns the
+    /// segment to sync and the position that sync makes durable.
+    pub(crate) fn begin_sync(&mut self) -> Result<Option<OpenSync>> {
+        self.check_writable()?;
+        match self.wal.sync_target() {
+            Ok(target) => Ok(target.map(|(file, path)| OpenSync {
+                file,
+                path,
+                upto: self.last_appended,
+                started: Instant::now(),
+            })),
+            Err(e) => Err(self.poison(&e)),
+        }
+    }
+
+    /// Ends a sync begun by [`Committer::begin_sync`] with its result: a
+    /// failure poisons; a success counts only if nothing poisoned the log
+    /// meanwhile (a roll's sync of the same file may have taken the error
+    /// this one would have seen).
+    pub(crate) fn end_sync(
+        &mut self,
+        core: &Core,
+        open: OpenSync,
+        result: std::io::Result<()>,
+    ) -> Result<()> {
+        if let Err(e) = result {
+            return Err(self.poison(&TidalError::io("sync segment", &open.path, e)));
+        }
+        self.check_writable()?;
+        core.metrics.record_fsync(open.started.elapsed());
+        core.on_durable(open.upto);
+        Ok(())
     }
 
     /// Writes the batches the log holds back in memory to its file (before

@@ -116,7 +116,7 @@ pub struct SegmentInfo {
 #[derive(Debug)]
 struct Current {
     path: PathBuf,
-    file: Box<dyn StorageFile>,
+    file: Arc<dyn StorageFile>,
     /// Where the next batch goes: right after the last good batch.
     end_offset: u64,
     /// The SeqNo the next batch of this segment must start at.
@@ -205,7 +205,7 @@ impl Wal {
                     .map_err(|e| TidalError::io("open segment", &info.path, e))?;
                 Some(Current {
                     path: info.path.clone(),
-                    file,
+                    file: Arc::from(file),
                     end_offset: tail.end_offset,
                     seg_next: tail.seg_next,
                     has_batches: tail.has_batches,
@@ -316,6 +316,17 @@ impl Wal {
         }
     }
 
+    /// What [`Wal::sync`] would sync, for a caller that syncs it without
+    /// holding the log: the current segment, after writing out what is
+    /// held in memory (earlier segments were synced when they rolled).
+    pub fn sync_target(&mut self) -> Result<Option<(Arc<dyn StorageFile>, PathBuf)>> {
+        self.write_out()?;
+        Ok(self
+            .current
+            .as_ref()
+            .map(|c| (Arc::clone(&c.file), c.path.clone())))
+    }
+
     /// The live segment files, oldest first; the last is the one appended to.
     pub fn segments(&self) -> Vec<SegmentInfo> {
         self.segments.clone()
@@ -401,7 +412,7 @@ impl Wal {
         }
         self.current = Some(Current {
             path,
-            file,
+            file: Arc::from(file),
             end_offset: offset,
             seg_next: to.next(),
             has_batches: offset > SEGMENT_HEADER_LEN as u64,
@@ -480,7 +491,7 @@ impl Wal {
         });
         self.current = Some(Current {
             path,
-            file,
+            file: Arc::from(file),
             end_offset: SEGMENT_HEADER_LEN as u64,
             seg_next: first,
             has_batches: false,
