@@ -46,9 +46,9 @@ fn main() {
         .iter()
         .copied()
         .enumerate()
-        .filter(|(_, d)| *d > Duration::from_millis(50))
+        .filter(|(_, d)| *d > Duration::from_millis(8))
         .collect();
-    slow.truncate(10);
+    slow.truncate(40);
     println!("worst write: batch {worst_i} took {worst:?}; writes over 50 ms: {slow:?}");
     lat.sort();
     let st = db.status();
