@@ -104,15 +104,19 @@ impl Core {
             // `retention_bytes`; past that it catches up from a snapshot.
             let floor = SeqNo(self.marks.replica_floor.load(Ordering::Acquire));
             let budget = self.config().retention_bytes;
-            self.commit.with_committer(|c| {
+            // The segments leave the log under the committer; their files
+            // are deleted after it is released, so writes do not wait for
+            // the unlinks and the directory sync.
+            let retired = self.commit.with_committer(|c| {
                 c.check_writable()?;
                 let below = retention_point(&c.wal.segments(), oldest.next(), floor, budget);
-                c.wal.remove_segments_below(below)?;
+                let retired = c.wal.take_segments_below(below);
                 self.marks
                     .first_retained
                     .store(c.wal.first_retained().0, Ordering::Release);
-                Ok::<_, TidalError>(())
+                Ok::<_, TidalError>(retired)
             })?;
+            retired.remove(self.storage.as_ref())?;
         }
         Ok(header.seqno)
     }

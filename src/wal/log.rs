@@ -316,43 +316,9 @@ impl Wal {
         }
     }
 
-    /// What [`Wal::sync`] would sync, for a caller that syncs it without
-    /// holding the log: the current segment, after writing out what is
-    /// held in memory (earlier segments were synced when they rolled).
-    pub fn sync_target(&mut self) -> Result<Option<(Arc<dyn StorageFile>, PathBuf)>> {
-        self.write_out()?;
-        Ok(self
-            .current
-            .as_ref()
-            .map(|c| (Arc::clone(&c.file), c.path.clone())))
-    }
-
     /// The live segment files, oldest first; the last is the one appended to.
     pub fn segments(&self) -> Vec<SegmentInfo> {
         self.segments.clone()
-    }
-
-    /// Deletes the segments whose records are all below `seqno` (the next
-    /// segment starts at or below `seqno`), never the current one, then
-    /// syncs the directory. Returns the bytes freed.
-    pub fn remove_segments_below(&mut self, seqno: SeqNo) -> Result<u64> {
-        let mut freed_bytes = 0;
-        let mut removed = false;
-        while self.segments.len() > 1 && self.segments[1].first_seqno <= seqno {
-            let info = &self.segments[0];
-            self.storage
-                .remove_file(&info.path)
-                .map_err(|e| TidalError::io("remove segment", &info.path, e))?;
-            freed_bytes += info.len;
-            removed = true;
-            self.segments.remove(0);
-        }
-        if removed {
-            self.storage
-                .sync_dir_at(SyncPoint::LogRetireDir, &self.dir)
-                .map_err(|e| TidalError::io("sync dir", &self.dir, e))?;
-        }
-        Ok(freed_bytes)
     }
 
     /// Cuts the log after `to` (a divergence cut): every record above `to`
@@ -591,3 +557,6 @@ mod restart;
 
 #[path = "log_write.rs"]
 mod write;
+
+#[path = "log_retire.rs"]
+mod retire;

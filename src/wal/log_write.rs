@@ -69,3 +69,16 @@ impl Drop for Wal {
         }
     }
 }
+
+impl Wal {
+    /// What [`Wal::sync`] would sync, for a caller that syncs it without
+    /// holding the log: the current segment, after writing out what is
+    /// held in memory (earlier segments were synced when they rolled).
+    pub fn sync_target(&mut self) -> Result<Option<(Arc<dyn StorageFile>, PathBuf)>> {
+        self.write_out()?;
+        Ok(self
+            .current
+            .as_ref()
+            .map(|c| (Arc::clone(&c.file), c.path.clone())))
+    }
+}
