@@ -4,6 +4,8 @@
 //! reached this node).
 #![allow(dead_code)]
 
+pub mod hold;
+
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
