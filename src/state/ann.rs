@@ -30,13 +30,43 @@
 //! A search scores every fine centroid (1,265 dot products at a million
 //! vectors), then scans the lists of the best [`IndexParams::probes`]
 //! centroids, streaming each list's contiguous vectors through the
-//! vectorized `dot` into a bounded heap; the filter is asked only about
-//! candidates that would enter the heap. A filter that refused some of the
-//! candidates it was asked about widens the probe by its observed
-//! selectivity (up to [`FILTER_PROBES`] times `probes`). If the probed lists
-//! still hold fewer than `k` accepted vectors, the next lists are scanned,
-//! up to all of them: a search never returns fewer results than the exact
-//! answer holds. Scores are exact dot products, ties go to the lower id.
+//! vectorized `dot` into a bounded heap. If the probed lists still hold
+//! fewer than `k` accepted vectors, the next lists are scanned, up to all
+//! of them: a search never returns fewer results than the exact answer
+//! holds. Scores are exact dot products, ties go to the lower id.
+//!
+//! # Filtered search
+//!
+//! A filter (an entity lookup and a string compare, about 1 us at a
+//! million entities, cache and TLB misses included) costs more than a dot
+//! product, so it is asked as little as possible. The search first asks it
+//! about the first [`SAMPLE`] ids of the best list. If it took all of them
+//! (no filter), or none (a very selective one), the probed lists are
+//! scanned plainly, the filter asked only about candidates that would
+//! enter the heap. Otherwise, with an observed selectivity `s`, the probed
+//! lists are scanned *unfiltered* into a pool of the best `3 k / s`
+//! candidates, and the filter is asked about the pool best first, only
+//! while a candidate would enter the top-k: about `k / s` questions instead
+//! of several times that. The pool's answer is exact for the probed lists
+//! when the top-k is full and no worse than the pool's worst (every
+//! candidate outside the pool is worse still); otherwise (the sample
+//! misjudged the filter) the lists are scanned again plainly.
+//!
+//! A filtered search probes the same lists as an unfiltered one
+//! ([`FILTER_PROBES`] = 1). It used to widen the probe by `1 / s` (up to 4
+//! times). In `state::ann_measure` (ignored; 1M x 128, 32 probes, a 10%
+//! filter through a map of strings), on the W6 mixture that bought recall
+//! above the unfiltered one (0.996 against 0.990 at 32 probes) for a 4x
+//! slower query, and on uniform data 0.41 against 0.21 at 5x. Without widening, a 10% filter's
+//! recall tracks the unfiltered recall at the same probes (0.987 against
+//! 0.990 on the mixture, 0.19 against 0.21 uniform), so `probes` is the
+//! one recall knob for both. The cost is on very selective filters, whose
+//! accepted neighbours lie deeper: a 1% filter gets 0.933 at 32 probes
+//! (0.975 widened 4x; 0.955 at 64 probes). A rule that widens only when
+//! the last probed lists still held results ("widen while the tail is
+//! productive") was tried in its simple form (stop after `w` lists in a
+//! row added nothing to the heap): it stopped at once on both the mixture
+//! and uniform data, so it was no better than not widening.
 //!
 //! # Determinism
 //!
@@ -58,15 +88,22 @@
 //! as the same dense runs the exact store wrote.
 //!
 //! Measured with `cargo run --release --example compare -- --only W6` on the
-//! shared 2-vCPU machine (load average 4 to 8 from other jobs, so times are
-//! pessimistic), 1M x 128, a seeded mixture of 1,000 Gaussians (noise as
-//! long as the centre; `examples/compare/ann.rs`), defaults (100k, 32):
+//! shared 2-vCPU machine (load average 2 to 8 from other jobs, so times are
+//! pessimistic and noisy: ranges over two runs each), 1M x 128, a seeded
+//! mixture of 1,000 Gaussians (noise as long as the centre;
+//! `examples/compare/ann.rs`), defaults (100k, 32), the 10% metadata
+//! filter pooled and not widened (before: widened by `1 / s`, up to 4x):
 //!
-//! | probes | recall@10 | queries/s | with a 10% metadata filter |
-//! |---:|---:|---:|---|
-//! | 16 | 0.981 | 1,981 | 0.992, 354/s |
-//! | 32 | 0.986 | 1,049 | 0.997, 189/s |
-//! | 64 | 0.992 | 393 | 0.999, 59/s |
+//! | probes | recall@10 | queries/s | 10% filter | before (widened) |
+//! |---:|---:|---:|---|---|
+//! | 16 | 0.981 | 1,710-1,786 | 0.978, 835-1,389/s | 0.992, 147-384/s |
+//! | 32 | 0.986 | 852-961 | 0.986, 724-746/s | 0.997, 95-206/s |
+//! | 64 | 0.992 | 449-456 | 0.992, 147-414/s | 0.999, 110/s |
+//!
+//! The unfiltered rows did not change (the same code path; 922-1,005/s
+//! at 32 probes for the build before, in the same sessions). A filtered
+//! query still costs about 20% more than an unfiltered one: the sample
+//! and about `k / s` filter questions at about 1 us each.
 //!
 //! At 100k (`--quick`, 632 lists) 32 probes give 0.959, 0.958 filtered.
 //! Uniformly random vectors, the adversarial case, reach only 0.22 at 32
@@ -77,14 +114,13 @@
 //! index itself adds the centroids, 650 kB). Reopen from a snapshot of the
 //! indexed 1M: 2.6 s (4.3 s for the same vectors exact in the same run;
 //! reopen never refits). A filtered query is the weak point: post-filtering
-//! must scan about `1 / selectivity` times more lists for the same recall.
+//! asks the filter about `k / selectivity` candidates (above).
 //! (In a microbenchmark at 400k, one probe costs 80 us, mostly ranking the
 //! centroids; 16, 32 and 64 probes 0.41, 0.66 and 1.36 ms.)
 
-use std::cell::Cell;
-use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
+use super::ann_scan::{Candidate, by_score, into_hits, pooled, scan};
 use super::ann_train::train;
 use super::vectors::dot;
 use crate::types::EntityId;
@@ -98,9 +134,15 @@ pub const MAX_LISTS: usize = 4096;
 pub const LISTS_PER_SQRT: f64 = 2.0;
 /// An insert goes to the best fine centroid of this many best groups.
 pub const ASSIGN_GROUPS: usize = 4;
-/// A filtered search probes up to this many times `probes` lists
-/// (more while it holds fewer than `k` results).
-pub const FILTER_PROBES: usize = 4;
+/// A filtered search probes up to this many times `probes` lists,
+/// scaled by the filter's observed selectivity, then more only while it
+/// holds fewer than `k` results. 1: the same lists as unfiltered (module
+/// docs: widening by the selectivity cost 4x for recall above the
+/// unfiltered one).
+pub const FILTER_PROBES: usize = 1;
+/// A search asks its filter about this many ids of the best list first,
+/// to estimate its selectivity.
+pub const SAMPLE: usize = 64;
 
 /// The approximate vector index (`search` over large embedding sets).
 ///
@@ -214,74 +256,6 @@ impl Quantizer {
     pub fn lists(&self, d: usize) -> usize {
         self.fine.len() / d.max(1)
     }
-}
-
-/// A top-k candidate ordered so that the heap's greatest is the worst
-/// kept: lower score is greater, and on equal scores the larger id.
-#[derive(Clone, Copy, Debug)]
-struct Candidate {
-    score: f64,
-    id: EntityId,
-}
-
-impl Ord for Candidate {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .score
-            .total_cmp(&self.score)
-            .then(self.id.cmp(&other.id))
-    }
-}
-
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Candidate {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Candidate {}
-
-/// Scans one list into the bounded heap.
-fn scan(
-    list: &List,
-    query: &[f32],
-    d: usize,
-    k: usize,
-    heap: &mut BinaryHeap<Candidate>,
-    accept: &mut dyn FnMut(EntityId) -> bool,
-) {
-    for (v, &id) in list.data.chunks_exact(d).zip(&list.ids) {
-        let c = Candidate {
-            score: f64::from(dot(v, query)),
-            id,
-        };
-        let enters = heap.len() < k || heap.peek().is_some_and(|worst| c < *worst);
-        if enters && accept(id) {
-            if heap.len() == k {
-                heap.pop();
-            }
-            heap.push(c);
-        }
-    }
-}
-
-/// The heap's candidates, best first.
-fn into_hits(heap: BinaryHeap<Candidate>) -> Vec<(EntityId, f64)> {
-    heap.into_sorted_vec()
-        .into_iter()
-        .map(|c| (c.id, c.score))
-        .collect()
-}
-
-/// Best first, ties to the lower list index.
-fn by_score(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
-    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
 /// One kind's vectors, list-major.
@@ -427,8 +401,8 @@ impl KindSet {
     /// Cosine top-k (query of unit length `d`), best first, ties by id,
     /// only ids `accept` takes. Untrained, or with `probes` at least the
     /// list count, it scans everything: exact. Trained, it scans the
-    /// `probes` best lists, then further lists only while it holds fewer
-    /// than `k` results.
+    /// `probes` best lists (module docs: how a filter is asked), then
+    /// further lists only while it holds fewer than `k` results.
     pub fn top_k(
         &self,
         query: &[f32],
@@ -437,65 +411,90 @@ impl KindSet {
         d: usize,
         accept: &mut dyn FnMut(EntityId) -> bool,
     ) -> Vec<(EntityId, f64)> {
+        self.top_k_with(query, k, probes, d, FILTER_PROBES, accept)
+            .0
+    }
+
+    /// [`KindSet::top_k`] widening a filtered probe up to `cap` times
+    /// `probes` lists by the filter's selectivity (1: never); also the
+    /// number of lists scanned.
+    pub fn top_k_with(
+        &self,
+        query: &[f32],
+        k: usize,
+        probes: usize,
+        d: usize,
+        cap: usize,
+        accept: &mut dyn FnMut(EntityId) -> bool,
+    ) -> (Vec<(EntityId, f64)>, usize) {
         let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k.min(self.len()) + 1);
-        match &self.quant {
-            Some(q) if probes < q.lists(d) => {
-                let mut order: Vec<(f32, u32)> = q
-                    .fine
-                    .chunks_exact(d)
-                    .enumerate()
-                    .map(|(l, c)| (dot(c, query), l as u32))
-                    .collect();
-                let probes = probes.max(1);
-                order.select_nth_unstable_by(probes - 1, by_score);
-                let (head, rest) = order.split_at_mut(probes);
-                head.sort_unstable_by(by_score);
-                // Counts the filter's answers, to scale the probes by its
-                // selectivity.
-                let (asked, taken) = (Cell::new(0usize), Cell::new(0usize));
-                let mut counted = |id: EntityId| {
-                    asked.set(asked.get() + 1);
-                    let ok = accept(id);
-                    taken.set(taken.get() + usize::from(ok));
-                    ok
-                };
-                for &(_, l) in head.iter() {
-                    if let Some(list) = self.lists.get(l as usize) {
-                        scan(list, query, d, k, &mut heap, &mut counted);
-                    }
-                }
-                // A filter that took a fraction `s` of the candidates it
-                // was asked about leaves about `s` of each list: probe
-                // `probes / s` lists in all (at most FILTER_PROBES times
-                // `probes`), and on past that while fewer than `k` results
-                // are held, up to every list.
-                let (asked, taken) = (asked.get(), taken.get());
-                let extra = if taken < asked {
-                    let want = (probes * asked).div_ceil(taken.max(1));
-                    want.min(probes * FILTER_PROBES) - probes
-                } else {
-                    0
-                };
-                if extra == 0 && heap.len() >= k {
-                    return into_hits(heap);
-                }
-                rest.sort_unstable_by(by_score);
-                for (i, &(_, l)) in rest.iter().enumerate() {
-                    if i >= extra && heap.len() >= k {
-                        break;
-                    }
-                    if let Some(list) = self.lists.get(l as usize) {
-                        scan(list, query, d, k, &mut heap, &mut counted);
-                    }
-                }
+        let Some(q) = self.quant.as_ref().filter(|q| probes < q.lists(d)) else {
+            for list in &self.lists {
+                scan(list, query, d, k, &mut heap, accept);
             }
-            _ => {
-                for list in &self.lists {
-                    scan(list, query, d, k, &mut heap, accept);
+            return (into_hits(heap), self.lists.len());
+        };
+        let mut order: Vec<(f32, u32)> = q
+            .fine
+            .chunks_exact(d)
+            .enumerate()
+            .map(|(l, c)| (dot(c, query), l as u32))
+            .collect();
+        let probes = probes.max(1);
+        order.select_nth_unstable_by(probes - 1, by_score);
+        let (head, rest) = order.split_at_mut(probes);
+        head.sort_unstable_by(by_score);
+        let list = |l: u32| self.lists.get(l as usize);
+        // The filter's selectivity, estimated on the first ids of the
+        // best list.
+        let (mut asked, mut taken) = (0usize, 0usize);
+        for &id in list(head[0].1)
+            .map_or(&[][..], |l| &l.ids[..])
+            .iter()
+            .take(SAMPLE)
+        {
+            asked += 1;
+            taken += usize::from(accept(id));
+        }
+        let extra = if taken < asked {
+            let want = (probes * asked).div_ceil(taken.max(1));
+            want.min(probes * cap.max(1)) - probes
+        } else {
+            0
+        };
+        if extra > 0 {
+            rest.sort_unstable_by(by_score);
+        }
+        let (more, rest) = rest.split_at_mut(extra.min(rest.len()));
+        let wanted: Vec<&List> = head
+            .iter()
+            .chain(more.iter())
+            .filter_map(|c| list(c.1))
+            .collect();
+        let pool = (taken < asked && taken > 0)
+            .then(|| pooled(&wanted, query, d, k, (asked, taken), &mut heap, accept));
+        if pool != Some(true) {
+            // No filter, a very selective one, or too few accepted
+            // candidates in the pool: the plain scan.
+            heap.clear();
+            for l in &wanted {
+                scan(l, query, d, k, &mut heap, accept);
+            }
+        }
+        let mut scanned = probes + more.len();
+        if heap.len() < k {
+            rest.sort_unstable_by(by_score);
+            for c in rest.iter() {
+                if heap.len() >= k {
+                    break;
+                }
+                if let Some(l) = list(c.1) {
+                    scanned += 1;
+                    scan(l, query, d, k, &mut heap, accept);
                 }
             }
         }
-        into_hits(heap)
+        (into_hits(heap), scanned)
     }
 
     /// Approximate heap bytes held.

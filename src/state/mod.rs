@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 pub mod ann;
 #[cfg(test)]
+mod ann_measure;
+mod ann_scan;
+#[cfg(test)]
 mod ann_tests;
 mod ann_train;
 #[cfg(test)]

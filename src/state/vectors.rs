@@ -177,8 +177,9 @@ impl VectorStore {
     /// score is the f32 dot product as f64. Exact below the index size;
     /// above it, the configured probes of the IVF index, and never fewer
     /// results than the exact answer holds. `accept` is asked only about
-    /// candidates that would enter the current top-k. A query of the wrong
-    /// length finds nothing.
+    /// candidates that would enter the current top-k and, above the index
+    /// size, a sample of the best list (`ann`: filtered search). A query of
+    /// the wrong length finds nothing.
     pub fn top_k(
         &self,
         kind: EntityKind,
