@@ -52,21 +52,25 @@
 //! candidate outside the pool is worse still); otherwise (the sample
 //! misjudged the filter) the lists are scanned again plainly.
 //!
-//! A filtered search probes the same lists as an unfiltered one
-//! ([`FILTER_PROBES`] = 1). It used to widen the probe by `1 / s` (up to 4
-//! times). In `state::ann_measure` (ignored; 1M x 128, 32 probes, a 10%
-//! filter through a map of strings), on the W6 mixture that bought recall
-//! above the unfiltered one (0.996 against 0.990 at 32 probes) for a 4x
-//! slower query, and on uniform data 0.41 against 0.21 at 5x. Without widening, a 10% filter's
-//! recall tracks the unfiltered recall at the same probes (0.987 against
-//! 0.990 on the mixture, 0.19 against 0.21 uniform), so `probes` is the
-//! one recall knob for both. The cost is on very selective filters, whose
-//! accepted neighbours lie deeper: a 1% filter gets 0.933 at 32 probes
-//! (0.975 widened 4x; 0.955 at 64 probes). A rule that widens only when
-//! the last probed lists still held results ("widen while the tail is
-//! productive") was tried in its simple form (stop after `w` lists in a
-//! row added nothing to the heap): it stopped at once on both the mixture
-//! and uniform data, so it was no better than not widening.
+//! A filter that takes at least 1 in [`SELECTIVE`] (5%) of the sampled
+//! ids probes the same lists as an unfiltered search; a more selective one
+//! widens the probe by `0.05 / s`, at most [`FILTER_PROBES`] (4) times.
+//! The search used to widen every filter by `1 / s` (up to 4 times). In
+//! `state::ann_measure` (ignored; 1M x 128, 32 probes, filters through a
+//! map of strings), on the W6 mixture that bought a 10% filter recall
+//! above the unfiltered one (0.996 against 0.990) for a 4x slower query,
+//! and on uniform data 0.41 against 0.21 at 5x. Without widening, a 10%
+//! filter's recall tracks the unfiltered recall at the same probes (0.987
+//! against 0.990 on the mixture, 0.19 against 0.21 uniform), so `probes`
+//! is the one recall knob for both. A very selective filter's accepted
+//! neighbours lie deeper, though: unwidened, a 1% filter got 0.933 at 32
+//! probes (528 q/s); widened by the rule above, 0.967 (237 q/s, 96 lists);
+//! the 10% filter with the rule: 0.987 at 829 q/s (33.0 lists on average,
+//! as a sample of 64 ids sometimes reads it below 5%). A rule that widens
+//! only while the last probed lists still held results ("widen while the
+//! tail is productive") was tried in its simple form (stop after `w`
+//! lists in a row added nothing to the heap): it stopped at once on both
+//! the mixture and uniform data, so it was no better than not widening.
 //!
 //! # Determinism
 //!
@@ -134,12 +138,14 @@ pub const MAX_LISTS: usize = 4096;
 pub const LISTS_PER_SQRT: f64 = 2.0;
 /// An insert goes to the best fine centroid of this many best groups.
 pub const ASSIGN_GROUPS: usize = 4;
-/// A filtered search probes up to this many times `probes` lists,
-/// scaled by the filter's observed selectivity, then more only while it
-/// holds fewer than `k` results. 1: the same lists as unfiltered (module
-/// docs: widening by the selectivity cost 4x for recall above the
-/// unfiltered one).
-pub const FILTER_PROBES: usize = 1;
+/// A selective filter's search probes up to this many times `probes`
+/// lists (then more only while it holds fewer than `k` results).
+pub const FILTER_PROBES: usize = 4;
+/// A filter is selective when it takes fewer than 1 in this many of the
+/// sampled ids; it widens the probe by `(1 / SELECTIVE) / s` for an
+/// observed selectivity `s` (module docs: a 10% filter does not widen, a
+/// 1% one widens 4x).
+pub const SELECTIVE: usize = 20;
 /// A search asks its filter about this many ids of the best list first,
 /// to estimate its selectivity.
 pub const SAMPLE: usize = 64;
@@ -456,9 +462,10 @@ impl KindSet {
             asked += 1;
             taken += usize::from(accept(id));
         }
+        // Only a selective filter widens: by `s0 / s`, s0 = 1 / SELECTIVE.
         let extra = if taken < asked {
-            let want = (probes * asked).div_ceil(taken.max(1));
-            want.min(probes * cap.max(1)) - probes
+            let want = (probes * asked).div_ceil(taken.max(1) * SELECTIVE);
+            want.clamp(probes, probes * cap.max(1)) - probes
         } else {
             0
         };

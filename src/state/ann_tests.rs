@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use super::ann::{IndexParams, SAMPLE};
+use super::ann::{FILTER_PROBES, IndexParams, SAMPLE};
 use super::vectors::{VectorStore, dot, normalize};
 use crate::codec::Reader;
 use crate::types::{EntityId, EntityKind};
@@ -404,4 +404,26 @@ fn a_filter_is_asked_about_a_few_more_ids_than_its_selectivity_needs() {
     // vectors in `state::ann_measure`.
     let mean = asked / searches;
     assert!(mean <= SAMPLE + 150, "{mean} asked per search");
+}
+
+#[test]
+fn only_a_selective_filter_widens_the_probe() {
+    let (s, mut m) = clustered(20_000, 1_000);
+    let set = s.set_of(ITEM);
+    let lists = |every: u64, q: &[f32]| {
+        let (_, scanned) = set.top_k_with(q, 10, 8, 32, FILTER_PROBES, &mut |id| id.0 % every == 0);
+        scanned
+    };
+    for _ in 0..10 {
+        let q = m.point();
+        // Every id, or 1 in 2: never widened (and 8 lists hold 10 of them).
+        assert_eq!(lists(1, &q), 8);
+        assert_eq!(lists(2, &q), 8);
+        // 1 in 1000: the sample of 64 takes none, so the widest probe.
+        assert!(lists(1_000, &q) >= 8 * FILTER_PROBES, "1 in 1000");
+    }
+    // 1 in 10 reads as 10% from the sample nearly always: not widened on
+    // average, where the old rule (1 / s) scanned 4x.
+    let mean: usize = (0..20).map(|_| lists(10, &m.point())).sum::<usize>() / 20;
+    assert!(mean < 8 * 2, "{mean} lists for a 10% filter");
 }
