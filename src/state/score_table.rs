@@ -63,10 +63,10 @@ fn best_first(a: &(f64, EntityId), b: &(f64, EntityId)) -> Ordering {
 }
 
 /// Memory for a copy of a [`ScoreTable`], allocated and written (so its
-/// pages are faulted in) before the copy is taken: a snapshot's clone then
-/// copies into it under the view's read lock, and the committer waiting for
-/// that lock waits for a memcpy, not for ~130 MB of first-touch page faults
-/// (4 us a page on these machines; PERFORMANCE-NOTES.md).
+/// pages are faulted in) before the copy is taken: a snapshot's copy then
+/// fills it slice by slice ([`ScoreTable::begin_copy`]), each slice a
+/// memcpy under a short read lock, never ~130 MB of first-touch page
+/// faults (4 us a page on these machines; PERFORMANCE-NOTES.md).
 #[derive(Default)]
 pub(crate) struct TableBuffer {
     slots: Vec<Slot>,
