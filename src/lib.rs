@@ -97,7 +97,8 @@
 //! pre-allocated segment, is synced every 8 MiB as it is written, so the
 //! log's own syncs never queue behind a whole file; retired segments are
 //! deleted after the committer is released; and under `Periodic` a flush
-//! (the background one, a checkpoint's) syncs the log outside it. W10 in
+//! (the background one, a checkpoint's) syncs the log outside it, except on
+//! a follower, whose syncs acknowledge received batches. W10 in
 //! BENCHMARKS.md has the figures.
 //!
 //! # Decisions where the design was silent

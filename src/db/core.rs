@@ -469,10 +469,15 @@ impl Core {
     /// roll's sync of the same file failed meanwhile, which poisons). Such
     /// syncs run one at a time (`sync_lock`). Under `Sync` and `Replicated`
     /// the committer syncs each batch itself and acknowledges writes on its
-    /// sync's success, so a flush stays under the lock there: a concurrent
-    /// sync of the same file could take the error that sync should see.
+    /// sync's success, and so does a follower for the batches it receives
+    /// (its durable position goes to the leader), so a flush stays under the
+    /// lock there: a concurrent sync of the same file could take the error
+    /// that sync should see. (A promoted follower keeps this, as its
+    /// configured role stays `Follower`.)
     pub(crate) fn flush(&self) -> Result<()> {
-        if self.config().durability.syncs_each_batch() {
+        let acks_on_sync = self.config().durability.syncs_each_batch()
+            || self.config().cluster.role == NodeRole::Follower;
+        if acks_on_sync {
             return self.commit.with_committer(|c| c.sync(self));
         }
         let _one_at_a_time = self
