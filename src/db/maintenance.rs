@@ -147,3 +147,7 @@ impl Core {
         Ok(Position::new(header.epoch, header.seqno))
     }
 }
+
+#[cfg(test)]
+#[path = "maintenance_tests.rs"]
+mod tests;
