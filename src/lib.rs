@@ -92,8 +92,8 @@
 //! `Config::snapshot_every_bytes` of log) keep writes flowing. Decision:
 //! the state is copied at one position while the committer goes on: the
 //! small parts under one short read lock, the score tables' slots in 1 MiB
-//! slices under a lock each, the writer saving a slice before it first
-//! writes into it (`state::score_slots`); the snapshot file, like each
+//! slices under a lock each, the writer keeping a slot's old value before
+//! it first writes it (`state::score_slots`); the snapshot file, like each
 //! pre-allocated segment, is synced every 8 MiB as it is written, so the
 //! log's own syncs never queue behind a whole file; retired segments are
 //! deleted after the committer is released; and under `Periodic` a flush
