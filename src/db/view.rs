@@ -71,21 +71,20 @@ pub(crate) struct View {
 struct CatchUp {
     /// None when the thread could not be started.
     jobs: Option<Sender<(usize, Change)>>,
-    /// Jobs sent and not finished, as `pending` counts them: what the
-    /// writer spins on before it sleeps on `pending`'s condvar.
+    /// Jobs sent and not finished: what the writer spins on, then sleeps
+    /// on `panicked`'s condvar for (the thread lowers it under that lock).
     busy: Arc<AtomicUsize>,
-    /// Jobs sent and not finished, and whether one panicked.
-    pending: Arc<(Mutex<Pending>, Condvar)>,
+    /// Whether a job panicked.
+    panicked: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl CatchUp {
     fn new(copies: &Arc<[RwLock<State>; 2]>) -> CatchUp {
         let (tx, rx) = channel::<(usize, Change)>();
-        let pending = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
-        let (copies, done) = (Arc::clone(copies), Arc::clone(&pending));
+        let panicked = Arc::new((Mutex::new(false), Condvar::new()));
         let busy = Arc::new(AtomicUsize::new(0));
-        let busy_writer = Arc::clone(&busy);
+        let (copies, done, left) = (Arc::clone(copies), Arc::clone(&panicked), Arc::clone(&busy));
         let spawned = std::thread::Builder::new()
             .name("tidal-catch-up".into())
             .spawn(move || {
@@ -96,19 +95,18 @@ impl CatchUp {
                     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         change(&mut copies[idx].write().unwrap_or_else(PoisonError::into_inner))
                     }));
-                    let (state, cv) = &*done;
-                    let mut p = state.lock().unwrap_or_else(PoisonError::into_inner);
-                    p.in_flight -= 1;
-                    p.panicked |= ran.is_err();
-                    busy.fetch_sub(1, Ordering::Release);
+                    let (flag, cv) = &*done;
+                    let mut panicked = flag.lock().unwrap_or_else(PoisonError::into_inner);
+                    *panicked |= ran.is_err();
+                    left.fetch_sub(1, Ordering::Release);
                     cv.notify_all();
                 }
             });
         match spawned {
             Ok(handle) => CatchUp {
                 jobs: Some(tx),
-                busy: busy_writer,
-                pending,
+                busy,
+                panicked,
                 thread: Some(handle),
             },
             // No thread (the process is out of them): every apply inline.
@@ -116,8 +114,8 @@ impl CatchUp {
                 tracing::warn!(error = %e, "no catch-up thread; applies run inline");
                 CatchUp {
                     jobs: None,
-                    busy: busy_writer,
-                    pending,
+                    busy,
+                    panicked,
                     thread: None,
                 }
             }
@@ -127,14 +125,15 @@ impl CatchUp {
     /// Waits until no job is in flight (spinning first, see [`SPIN`]);
     /// panics if one panicked.
     fn wait(&self) {
-        spin_until(|| self.busy.load(Ordering::Acquire) == 0);
-        let (state, cv) = &*self.pending;
-        let mut p = state.lock().unwrap_or_else(PoisonError::into_inner);
-        while p.in_flight > 0 {
-            p = cv.wait(p).unwrap_or_else(PoisonError::into_inner);
+        let idle = || self.busy.load(Ordering::Acquire) == 0;
+        spin_until(idle);
+        let (flag, cv) = &*self.panicked;
+        let mut panicked = flag.lock().unwrap_or_else(PoisonError::into_inner);
+        while !idle() {
+            panicked = cv.wait(panicked).unwrap_or_else(PoisonError::into_inner);
         }
         assert!(
-            !p.panicked,
+            !*panicked,
             "applying a batch to the replaced state copy panicked"
         );
     }
@@ -145,18 +144,10 @@ impl CatchUp {
         let Some(tx) = &self.jobs else {
             return Some(change);
         };
-        let lock = || {
-            self.pending
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        };
-        lock().in_flight += 1;
         self.busy.fetch_add(1, Ordering::Relaxed);
         match tx.send((idx, change)) {
             Ok(()) => None,
             Err(back) => {
-                lock().in_flight -= 1;
                 self.busy.fetch_sub(1, Ordering::Relaxed);
                 Some(back.0.1)
             }
@@ -186,7 +177,7 @@ const SPIN: Duration = Duration::from_micros(200);
 
 /// Spins until `done` returns true (then true) or [`SPIN`] has passed
 /// (then false).
-fn spin_until(done: impl Fn() -> bool) -> bool {
+fn spin_until(mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     loop {
         for _ in 0..64 {
@@ -204,26 +195,15 @@ fn spin_until(done: impl Fn() -> bool) -> bool {
 /// The next job, spinning for up to [`SPIN`] before sleeping; None once the
 /// channel is closed and empty.
 fn spin_recv<T>(rx: &Receiver<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        for _ in 0..64 {
-            match rx.try_recv() {
-                Ok(job) => return Some(job),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => std::hint::spin_loop(),
-            }
-        }
-        if start.elapsed() >= SPIN {
-            return rx.recv().ok();
-        }
+    let mut got = Err(TryRecvError::Empty);
+    if spin_until(|| {
+        got = rx.try_recv();
+        !matches!(got, Err(TryRecvError::Empty))
+    }) {
+        got.ok()
+    } else {
+        rx.recv().ok()
     }
-}
-
-/// The catch-up thread's progress, as the writer sees it.
-#[derive(Debug, Default)]
-struct Pending {
-    in_flight: usize,
-    panicked: bool,
 }
 
 impl View {
