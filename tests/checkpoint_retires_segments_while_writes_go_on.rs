@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::hold::HoldAt;
@@ -44,24 +44,17 @@ fn durable_writes_complete_while_a_checkpoint_deletes_old_segments() {
         db.signal("like", EntityId(e % 7), 1.0, now).unwrap();
     }
     let before = db.status().segments;
-    let armed = storage.arm();
-    std::thread::scope(|s| {
-        let checkpoint = s.spawn(|| db.checkpoint());
-        armed.reached.recv_timeout(Duration::from_secs(20)).unwrap();
-        // The old segments are deleted, their directory sync waits.
-        let (done_tx, done) = mpsc::channel();
-        let db = &db;
-        s.spawn(move || {
+    // The old segments are deleted, their directory sync waits.
+    let (checkpoint, went_on) = storage.while_held(
+        || db.checkpoint(),
+        || {
             for e in 0..7 {
                 db.signal("like", EntityId(e), 1.0, now).unwrap();
             }
-            done_tx.send(()).unwrap();
-        });
-        let went_on = done.recv_timeout(Duration::from_secs(10)).is_ok();
-        armed.go.send(()).unwrap();
-        checkpoint.join().unwrap().unwrap();
-        assert!(went_on, "durable writes waited for the segments' deletion");
-    });
+        },
+    );
+    checkpoint.unwrap();
+    assert!(went_on, "durable writes waited for the segments' deletion");
     let after = db.status().segments;
     assert!(after < before, "segments {before} -> {after}");
     let counts: Vec<i64> = (0..7)

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::hold::HoldAt;
@@ -32,24 +32,17 @@ fn writes_complete_while_a_flush_waits_for_its_sync() {
     let db = open(&storage);
     let now = Timestamp::now();
     let before = db.signal("like", EntityId(1), 1.0, now).unwrap();
-    let armed = storage.arm();
-    std::thread::scope(|s| {
-        let flush = s.spawn(|| db.flush());
-        armed.reached.recv_timeout(Duration::from_secs(20)).unwrap();
-        // The flush is inside its sync: writes still complete.
-        let (done_tx, done) = mpsc::channel();
-        let db = &db;
-        s.spawn(move || {
+    // The flush is inside its sync: writes still complete.
+    let (flushed, went_on) = storage.while_held(
+        || db.flush(),
+        || {
             for e in 2..12 {
                 db.signal("like", EntityId(e), 1.0, now).unwrap();
             }
-            done_tx.send(()).unwrap();
-        });
-        let went_on = done.recv_timeout(Duration::from_secs(10)).is_ok();
-        armed.go.send(()).unwrap();
-        flush.join().unwrap().unwrap();
-        assert!(went_on, "writes waited for the flush's sync");
-    });
+        },
+    );
+    flushed.unwrap();
+    assert!(went_on, "writes waited for the flush's sync");
     // What was written before the flush is durable: a crash keeps it.
     assert!(db.status().hwm >= before.seqno, "{:?}", db.status());
     storage.inner.crash(CrashMode::DropUnsynced);

@@ -108,7 +108,6 @@ impl Core {
         let path =
             snapshot::write_snapshot(self.storage.as_ref(), &self.data_dir, &header, &sections)?;
         tracing::info!(path = %path.display(), seqno = header.seqno.0, "snapshot written");
-
         let shard = self.config().cluster.shard_id;
         if let Some(oldest) =
             snapshot::retain_newest(self.storage.as_ref(), &self.data_dir, shard, 2)?

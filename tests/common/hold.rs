@@ -43,6 +43,30 @@ impl HoldAt {
         Armed { reached, go }
     }
 
+    /// Runs `held` on a thread until it reaches the point, then `during`
+    /// on another while `held` waits there, then lets `held` go: its
+    /// result, and whether `during` finished within 10 s (it does not when
+    /// it waits for something `held` holds).
+    pub fn while_held<T: Send>(
+        &self,
+        held: impl FnOnce() -> T + Send,
+        during: impl FnOnce() + Send,
+    ) -> (T, bool) {
+        let armed = self.arm();
+        std::thread::scope(|s| {
+            let held = s.spawn(held);
+            armed.reached.recv_timeout(Duration::from_secs(20)).unwrap();
+            let (done_tx, done) = mpsc::channel();
+            s.spawn(move || {
+                during();
+                done_tx.send(()).unwrap();
+            });
+            let finished = done.recv_timeout(Duration::from_secs(10)).is_ok();
+            armed.go.send(()).unwrap();
+            (held.join().unwrap(), finished)
+        })
+    }
+
     fn hold(&self, point: SyncPoint) {
         if point != self.point {
             return;
