@@ -179,13 +179,12 @@ impl Slots {
         &self.v
     }
 
-    /// The copy in progress that still lacks slices, if any.
-    fn pending(&mut self) -> Option<&mut SliceCopy> {
-        self.copy
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()
-            .filter(|c| c.left > 0)
+    /// Copies every slice a copy in progress still lacks, before a write
+    /// to the whole array.
+    fn copy_all(&mut self) {
+        if let Some(c) = self.copy.get_mut().unwrap_or_else(PoisonError::into_inner) {
+            c.save_all(&self.v);
+        }
     }
 
     /// Slot `i` for writing, its value kept first when a copy needs it.
@@ -201,24 +200,16 @@ impl Slots {
         *self.at_mut(i) = slot;
     }
 
-    /// Replaces the whole array (growth), every slice left saved first.
+    /// Replaces the whole array (growth), every slice left copied first.
     pub(super) fn replace(&mut self, v: Vec<Slot>) -> Vec<Slot> {
-        let src = std::mem::take(&mut self.v);
-        if let Some(c) = self.pending() {
-            c.save_all(&src);
-        }
-        self.v = v;
-        src
+        self.copy_all();
+        std::mem::replace(&mut self.v, v)
     }
 
-    /// Every slot for writing (landmark rescale), every slice left saved
+    /// Every slot for writing (landmark rescale), every slice left copied
     /// first.
     pub(super) fn rewrite(&mut self) -> &mut [Slot] {
-        let v = std::mem::take(&mut self.v);
-        if let Some(c) = self.pending() {
-            c.save_all(&v);
-        }
-        self.v = v;
+        self.copy_all();
         &mut self.v
     }
 
