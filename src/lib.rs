@@ -170,9 +170,12 @@
 //! - **Read view.** Readers never wait for a batch being applied: the state
 //!   is kept twice (left-right), the writer applies each batch to the copy
 //!   readers are not using and then publishes it. The price is twice the
-//!   state memory and two applies per batch; the second apply of a large
-//!   batch runs on a catch-up thread while the writer goes on (see the
-//!   `view` module).
+//!   state memory and bringing the second copy up too: for a batch of
+//!   signals it copies the score-table slots the first apply wrote instead
+//!   of applying the batch again (about a third of an apply's cost;
+//!   `state::mirror`), other batches apply twice. For a large batch that
+//!   runs on a catch-up thread while the writer goes on (see the `view`
+//!   module).
 //!   Each read method is one view; [`TidalDb::read_view`] runs a closure
 //!   on one published state, so a top-k and the point reads of what it
 //!   returned agree ([`ReadView::position`] says where). A closure, not a

@@ -16,7 +16,7 @@ use crate::codec::{Put, Reader};
 use crate::crdt::hlc::Hlc;
 use crate::error::{Result, TidalError};
 use crate::snapshot::{self, LoadedSnapshot};
-use crate::state::State;
+use crate::state::mirror::Batches;
 use crate::storage::{AtomicPoints, Storage, SyncPoint, read_file, write_file_atomic};
 use crate::types::{Epoch, NodeId, Position, SeqNo};
 use crate::wal::format::{BATCH_HEADER_LEN, BatchMeta, Schema, decode_records};
@@ -508,17 +508,10 @@ impl Core {
             let counts: Vec<usize> = decoded.iter().map(|(_, _, r)| r.len()).collect();
             let batches: Vec<(BatchMeta, Vec<Record>)> =
                 decoded.drain(..).map(|(m, _, r)| (*m, r)).collect();
-            self.view.apply(
-                counts.iter().sum(),
-                Arc::new(move |state: &mut State| {
-                    for (meta, records) in &batches {
-                        state.apply_batch(meta, records);
-                    }
-                }),
-                || {
+            self.view
+                .apply(counts.iter().sum(), Arc::new(Batches::new(batches)), || {
                     self.applied_tx.send_replace(pos);
-                },
-            );
+                });
             for n in counts {
                 self.metrics.record_batch(n);
             }

@@ -12,7 +12,7 @@ use crate::crdt::hlc::Hlc;
 use crate::db::core::Core;
 use crate::db::validate::Overlay;
 use crate::error::{Result, TidalError};
-use crate::state::State;
+use crate::state::mirror::Batches;
 use crate::storage::StorageFile;
 use crate::types::{Epoch, Position, SeqNo, ShardId};
 use crate::wal::commit::{Publisher, Ticket, Weighted};
@@ -210,15 +210,12 @@ impl Committer {
         }
         self.bytes_since_snapshot += self.buf.len() as u64;
         let count = records.len();
-        core.view.apply(
-            count,
-            Arc::new(move |state: &mut State| state.apply_batch(&meta, &records)),
-            || {
+        core.view
+            .apply(count, Arc::new(Batches::one(meta, records)), || {
                 core.applied_tx
                     .send_replace(Position::new(meta.epoch, meta.last_seqno()));
                 acknowledge(&meta)
-            },
-        );
+            });
         core.metrics.record_batch(count);
         Ok(meta)
     }

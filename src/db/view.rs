@@ -9,8 +9,15 @@
 //! published copy; if that fails, a writer holds or waits for it, which only
 //! happens after it stopped being the published copy, so the reader takes
 //! the other copy (the newest one) instead. A reader therefore never blocks
-//! on an apply; the writer pays by applying each batch twice and the state
-//! takes twice the memory.
+//! on an apply; the writer pays by bringing each copy up to date in turn,
+//! and the state takes twice the memory.
+//!
+//! The second copy does not always apply the batch again: a [`Change`]
+//! knows how to bring it up from the copy it was just applied to. Logged
+//! batches of signals only (`state::mirror`) copy the score-table slots the
+//! first apply wrote, at 9-13M signals/s against 3-4.5M for the apply
+//! itself (`state::apply_measure`, 1,000 uniform signals per batch over
+//! 1M x 3); any other batch applies twice.
 //!
 //! The second apply is off the writer's path for large batches (at least
 //! [`CATCH_UP_MIN_RECORDS`] records): a catch-up thread brings the replaced
@@ -24,12 +31,14 @@
 //! sync 3000`, alternating binaries, a second process compiling):
 //! 1.09-1.24M -> 1.32-1.70M signals/s.
 //!
-//! The two applies of a stream of batches are serial all the same: a copy
-//! is written only while unpublished, so batch N's catch-up (copy X) must
-//! end before batch N+1's apply (also X) starts, and the latter before N+1's
-//! catch-up (copy Y). Large batches therefore go at most one per two
-//! applies, whatever the cores: the catch-up thread only takes the rest of
-//! the writer's work (validation, encoding, sync) off that chain. Both
+//! The apply and the catch-up of a stream of batches are serial all the
+//! same: a copy is written only while unpublished, so batch N's catch-up
+//! (copy X) must end before batch N+1's apply (also X) starts, and the
+//! latter before N+1's catch-up (copy Y). Large batches therefore go at
+//! most one per apply plus catch-up, whatever the cores (before the
+//! mirror, one per two applies: about 2.5M signals/s here); the catch-up
+//! thread only takes the rest of the writer's work (validation, encoding,
+//! sync) off that chain. Both
 //! sides spin briefly ([`SPIN`]) before they sleep, since a sleeping
 //! thread's wake-up, not the work, was a fifth of that chain.
 //!
@@ -46,9 +55,42 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::state::State;
+use crate::state::mirror::Batches;
 
-/// A batch's change to a state copy, applied to each copy once.
-pub(crate) type Change = Arc<dyn Fn(&mut State) + Send + Sync>;
+/// A batch's change, made to each state copy once: applied to the copy
+/// about to be published, then brought to the other.
+pub(crate) trait Change: Send + Sync {
+    /// Applies the change to the copy about to be published.
+    fn apply(&self, state: &mut State);
+
+    /// Brings the other copy, equal to `published` before [`Change::apply`]
+    /// ran on it, up to `published`; by default applies the change again.
+    fn catch_up(&self, state: &mut State, published: &State) {
+        let _ = published;
+        self.apply(state);
+    }
+}
+
+/// A change that applies the same way to both copies.
+impl<F: Fn(&mut State) + Send + Sync> Change for F {
+    fn apply(&self, state: &mut State) {
+        self(state)
+    }
+}
+
+/// Logged batches: the second copy mirrors the first (`state::mirror`).
+impl Change for Batches {
+    fn apply(&self, state: &mut State) {
+        Batches::apply(self, state)
+    }
+
+    fn catch_up(&self, state: &mut State, published: &State) {
+        self.mirror(state, published)
+    }
+}
+
+/// A change as the view passes it around.
+pub(crate) type SharedChange = Arc<dyn Change>;
 
 /// Batches of at least this many records bring the replaced copy up to
 /// date on the catch-up thread; smaller ones inline, where handing over
@@ -70,7 +112,7 @@ pub(crate) struct View {
 #[derive(Debug)]
 struct CatchUp {
     /// None when the thread could not be started.
-    jobs: Option<Sender<(usize, Change)>>,
+    jobs: Option<Sender<(usize, SharedChange)>>,
     /// Jobs sent and not finished: what the writer spins on, then sleeps
     /// on `panicked`'s condvar for (the thread lowers it under that lock).
     busy: Arc<AtomicUsize>,
@@ -81,7 +123,7 @@ struct CatchUp {
 
 impl CatchUp {
     fn new(copies: &Arc<[RwLock<State>; 2]>) -> CatchUp {
-        let (tx, rx) = channel::<(usize, Change)>();
+        let (tx, rx) = channel::<(usize, SharedChange)>();
         let panicked = Arc::new((Mutex::new(false), Condvar::new()));
         let busy = Arc::new(AtomicUsize::new(0));
         let (copies, done, left) = (Arc::clone(copies), Arc::clone(&panicked), Arc::clone(&busy));
@@ -93,7 +135,7 @@ impl CatchUp {
                     // the writer's next apply panics in its place, as it
                     // would have if it had run this apply inline.
                     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        change(&mut copies[idx].write().unwrap_or_else(PoisonError::into_inner))
+                        catch_up(&copies, idx, &*change)
                     }));
                     let (flag, cv) = &*done;
                     let mut panicked = flag.lock().unwrap_or_else(PoisonError::into_inner);
@@ -140,7 +182,7 @@ impl CatchUp {
 
     /// Hands `change` for copy `idx` to the thread; gives it back when
     /// there is no thread.
-    fn send(&self, idx: usize, change: Change) -> Option<Change> {
+    fn send(&self, idx: usize, change: SharedChange) -> Option<SharedChange> {
         let Some(tx) = &self.jobs else {
             return Some(change);
         };
@@ -163,6 +205,20 @@ impl Drop for CatchUp {
             let _ = t.join();
         }
     }
+}
+
+/// Brings copy `idx` up to the other (published) copy with `change`.
+/// Only the writer's side calls this, after `change` was applied to the
+/// other copy and before the next apply, so nothing holds or waits for the
+/// published copy's write lock meanwhile.
+fn catch_up(copies: &[RwLock<State>; 2], idx: usize, change: &dyn Change) {
+    let published = copies[1 - idx]
+        .read()
+        .unwrap_or_else(PoisonError::into_inner);
+    change.catch_up(
+        &mut copies[idx].write().unwrap_or_else(PoisonError::into_inner),
+        &published,
+    );
 }
 
 /// How long each side of the hand-off spins before it sleeps: the writer
@@ -263,11 +319,11 @@ impl View {
     /// the other copy up to date, on the catch-up thread for a large batch
     /// (the next apply waits for it). Only the group committer calls this,
     /// one batch at a time.
-    pub(crate) fn apply(&self, records: usize, change: Change, published: impl FnOnce()) {
+    pub(crate) fn apply(&self, records: usize, change: SharedChange, published: impl FnOnce()) {
         self.catch_up.wait();
         let old = self.published.load(Ordering::Acquire);
         let new = 1 - old;
-        change(
+        change.apply(
             &mut self.copies[new]
                 .write()
                 .unwrap_or_else(PoisonError::into_inner),
@@ -280,11 +336,7 @@ impl View {
             Some(change)
         };
         if let Some(change) = change {
-            change(
-                &mut self.copies[old]
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
+            catch_up(&self.copies, old, &*change);
         }
     }
 
@@ -324,7 +376,7 @@ mod tests {
     }
 
     /// Adds `n` signals of weight 1 to entity `e` (one change, one batch).
-    fn add(e: u64, n: u32) -> Change {
+    fn add(e: u64, n: u32) -> SharedChange {
         Arc::new(move |s: &mut State| {
             for _ in 0..n {
                 s.signals.add(0, EntityId(e), 1.0, Timestamp(0));
@@ -364,7 +416,7 @@ mod tests {
         let writer = std::thread::current().id();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&seen);
-        let change: Change = Arc::new(move |s: &mut State| {
+        let change: SharedChange = Arc::new(move |s: &mut State| {
             record.lock().unwrap().push(std::thread::current().id());
             s.signals.add(0, EntityId(1), 1.0, Timestamp(0));
         });
@@ -383,7 +435,7 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let c = Arc::clone(&calls);
         // Panics on its second call: the catch-up thread's.
-        let change: Change = Arc::new(move |_: &mut State| {
+        let change: SharedChange = Arc::new(move |_: &mut State| {
             if c.fetch_add(1, Ordering::SeqCst) == 1 {
                 panic!("injected");
             }

@@ -22,6 +22,9 @@ mod copy_tests;
 pub(crate) mod decay;
 pub mod entities;
 pub(crate) mod merged;
+pub(crate) mod mirror;
+#[cfg(test)]
+mod mirror_tests;
 mod score_bitmap;
 mod score_slots;
 mod score_table;
@@ -212,10 +215,7 @@ impl State {
     pub fn apply_batch(&mut self, meta: &BatchMeta, records: &[Record]) {
         let log_ms = meta.hlc.physical_ms();
         self.signals.advance_landmarks(log_ms);
-        self.sessions
-            .expire(log_ms, self.params.session_retention_ms);
-        self.idempotency
-            .expire(log_ms, self.params.idempotency_ttl_ms);
+        self.expire(log_ms);
         // Signals hit random entries of tables far larger than the cache:
         // touch a window's entries first, so their misses overlap, then
         // apply it (see `ScoreTable::touch`).
@@ -239,6 +239,16 @@ impl State {
         std::hint::black_box(touched);
         self.applied = Position::new(meta.epoch, meta.last_seqno());
         self.last_hlc = self.last_hlc.max(meta.hlc);
+    }
+
+    /// What a batch drops by log time before its records apply, besides
+    /// moving the landmarks: closed sessions and idempotency keys past
+    /// their retention (`mirror` does this part of a batch itself).
+    fn expire(&mut self, log_ms: u64) {
+        self.sessions
+            .expire(log_ms, self.params.session_retention_ms);
+        self.idempotency
+            .expire(log_ms, self.params.idempotency_ttl_ms);
     }
 
     /// A metadata upsert, embedding or delete, last-writer-wins by `stamp`

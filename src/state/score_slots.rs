@@ -32,6 +32,7 @@
 //! branch on a field it already has in cache.
 
 use std::ops::Index;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::types::EntityId;
@@ -122,9 +123,38 @@ impl SliceCopy {
     }
 }
 
+/// Which slots a change wrote, so that the other read-view copy can take
+/// them instead of applying the change again (`state::mirror`).
+#[derive(Debug, Default)]
+pub(super) struct WriteLog {
+    /// Whether writes are being noted.
+    recording: bool,
+    /// Slots written (with repeats), while `whole` is false.
+    written: Vec<u32>,
+    /// The whole array was replaced or rewritten, or so many slots were
+    /// written that copying it all is as cheap.
+    whole: bool,
+}
+
+impl WriteLog {
+    #[inline(always)]
+    fn note(&mut self, i: usize, len: usize) {
+        if !self.recording || self.whole {
+            return;
+        }
+        if self.written.len() >= len / 4 {
+            self.whole = true;
+            self.written = Vec::new();
+        } else {
+            self.written.push(i as u32);
+        }
+    }
+}
+
 /// A table's slots. Read by index; written only through [`Slots::at_mut`],
 /// [`Slots::set`], [`Slots::replace`] and [`Slots::rewrite`], which keep
-/// a snapshot's copy in progress whole (module docs).
+/// a snapshot's copy in progress whole (module docs) and note the write
+/// in the write log while one records.
 #[derive(Debug, Default)]
 pub(super) struct Slots {
     v: Vec<Slot>,
@@ -132,14 +162,21 @@ pub(super) struct Slots {
     /// `&self` (a read lock on the state copy); the writer, which holds
     /// `&mut self`, through `get_mut`, without locking.
     copy: Mutex<Option<SliceCopy>>,
+    /// Whether `copy` holds a copy: set under its lock, read by the writer
+    /// without it (the state copy's lock orders the two).
+    copying: AtomicBool,
+    log: WriteLog,
 }
 
 impl Clone for Slots {
-    /// The slots alone: a copy in progress stays with the original.
+    /// The slots alone: a copy in progress and the write log stay with the
+    /// original.
     fn clone(&self) -> Self {
         Slots {
             v: self.v.clone(),
             copy: Mutex::new(None),
+            copying: AtomicBool::new(false),
+            log: WriteLog::default(),
         }
     }
 }
@@ -156,6 +193,8 @@ impl Slots {
         Slots {
             v,
             copy: Mutex::new(None),
+            copying: AtomicBool::new(false),
+            log: WriteLog::default(),
         }
     }
 
@@ -190,12 +229,23 @@ impl Slots {
     /// Slot `i` for writing, its value kept first when a copy needs it.
     #[inline]
     pub(super) fn at_mut(&mut self, i: usize) -> &mut Slot {
-        if let Some(c) = self.copy.get_mut().unwrap_or_else(PoisonError::into_inner) {
-            c.keep(&self.v, i);
+        if *self.copying.get_mut() {
+            self.keep(i);
         }
+        self.log.note(i, self.v.len());
         &mut self.v[i]
     }
 
+    /// Keeps slot `i`'s value for the copy in progress, if it needs it.
+    #[cold]
+    #[inline(never)]
+    fn keep(&mut self, i: usize) {
+        if let Some(c) = self.copy.get_mut().unwrap_or_else(PoisonError::into_inner) {
+            c.keep(&self.v, i);
+        }
+    }
+
+    #[inline]
     pub(super) fn set(&mut self, i: usize, slot: Slot) {
         *self.at_mut(i) = slot;
     }
@@ -203,6 +253,7 @@ impl Slots {
     /// Replaces the whole array (growth), every slice left copied first.
     pub(super) fn replace(&mut self, v: Vec<Slot>) -> Vec<Slot> {
         self.copy_all();
+        self.log.whole = true;
         std::mem::replace(&mut self.v, v)
     }
 
@@ -210,7 +261,54 @@ impl Slots {
     /// first.
     pub(super) fn rewrite(&mut self) -> &mut [Slot] {
         self.copy_all();
+        self.log.whole = true;
         &mut self.v
+    }
+
+    /// Starts noting writes, forgetting those noted before.
+    pub(super) fn begin_log(&mut self) {
+        self.log.recording = true;
+        self.log.whole = false;
+        self.log.written.clear();
+    }
+
+    /// Whether writes are being noted.
+    pub(super) fn logging(&self) -> bool {
+        self.log.recording
+    }
+
+    /// Stops noting writes; those noted stay for [`Slots::mirror_from`].
+    pub(super) fn end_log(&mut self) {
+        self.log.recording = false;
+    }
+
+    /// Makes these slots equal to `src`'s, given that they were equal
+    /// before the writes `src` noted between its `begin_log` and
+    /// `end_log`: copies the slots written, or all of them. Whether all
+    /// were copied.
+    pub(super) fn mirror_from(&mut self, src: &Slots) -> bool {
+        if src.log.whole || self.v.len() != src.v.len() {
+            self.copy_all();
+            self.v.clone_from(&src.v);
+            return true;
+        }
+        if *self.copying.get_mut() || self.log.recording {
+            for &i in &src.log.written {
+                let i = i as usize;
+                self.set(i, src.v[i]);
+            }
+        } else {
+            // The usual case: blind copies in a loop of their own, which
+            // ran 2-3 times as fast as the same copies through `set`
+            // (`state::apply_measure`: 10-13M against 4-6M signals/s).
+            for &i in &src.log.written {
+                let i = i as usize;
+                if let (Some(to), Some(from)) = (self.v.get_mut(i), src.v.get(i)) {
+                    *to = *from;
+                }
+            }
+        }
+        false
     }
 
     /// Starts a snapshot's copy into `dest` (as long as the array; false,
@@ -229,6 +327,7 @@ impl Slots {
             old: Vec::new(),
             kept: vec![0; self.v.len().div_ceil(64)],
         });
+        self.copying.store(true, Ordering::Relaxed);
         true
     }
 
@@ -254,6 +353,7 @@ impl Slots {
     /// or the copy was never started).
     pub(super) fn finish_copy(&self) -> Option<Vec<Slot>> {
         let mut copy = self.copy.lock().unwrap_or_else(PoisonError::into_inner);
+        self.copying.store(false, Ordering::Relaxed);
         match copy.take() {
             Some(mut c) if c.left == 0 => {
                 for (i, slot) in c.old {

@@ -95,6 +95,9 @@ pub(crate) struct ScoreTable {
     /// First slot of each bucket list; empty until the first insert.
     heads: Vec<u32>,
     bits: Bitmap,
+    /// Buckets whose head a change wrote, while `slots` records its writes
+    /// (`state::mirror`); repeats allowed.
+    heads_written: Vec<u32>,
 }
 
 impl Default for ScoreTable {
@@ -105,6 +108,7 @@ impl Default for ScoreTable {
             hasher: EntityHashState::default(),
             heads: Vec::new(),
             bits: Bitmap::new(),
+            heads_written: Vec::new(),
         }
     }
 }
@@ -212,14 +216,23 @@ impl ScoreTable {
         } else {
             self.slots.at_mut(head as usize).prev = i as u32;
         }
-        self.heads[b] = i as u32;
+        self.set_head(b, i as u32);
+    }
+
+    /// Points bucket `b`'s list at slot `i`, noting the bucket while the
+    /// slots record writes.
+    fn set_head(&mut self, b: usize, i: u32) {
+        self.heads[b] = i;
+        if self.slots.logging() {
+            self.heads_written.push(b as u32);
+        }
     }
 
     fn unlink(&mut self, i: usize) {
         let Slot { s, prev, next, .. } = self.slots[i];
         let b = bucket_of(s);
         if prev == NIL {
-            self.heads[b] = next;
+            self.set_head(b, next);
             if next == NIL {
                 self.bits.clear(b);
             }
@@ -353,7 +366,7 @@ impl ScoreTable {
         self.slots.set(to, slot);
         self.slots.set(from, EMPTY);
         if slot.prev == NIL {
-            self.heads[bucket_of(slot.s)] = to as u32;
+            self.set_head(bucket_of(slot.s), to as u32);
         } else {
             self.slots.at_mut(slot.prev as usize).next = to as u32;
         }
@@ -442,6 +455,60 @@ impl ScoreTable {
         }
     }
 
+    /// Starts noting which slots and bucket heads change, for
+    /// [`Self::mirror_from`].
+    pub(crate) fn begin_log(&mut self) {
+        self.slots.begin_log();
+        self.heads_written.clear();
+    }
+
+    /// Stops noting changes; those noted stay for [`Self::mirror_from`].
+    pub(crate) fn end_log(&mut self) {
+        self.slots.end_log();
+    }
+
+    /// Makes this table equal to `src`, slot for slot, given that it was
+    /// equal before the changes `src` noted between `begin_log` and
+    /// `end_log`: copies the slots and bucket heads they wrote (or the
+    /// whole arrays after a growth or rescale), the bitmap and the length.
+    pub(crate) fn mirror_from(&mut self, src: &ScoreTable) {
+        let whole = self.slots.mirror_from(&src.slots);
+        if whole || self.heads.len() != src.heads.len() || self.bits.l0.len() != src.bits.l0.len() {
+            self.heads.clone_from(&src.heads);
+            self.bits.l0.clone_from(&src.bits.l0);
+        } else {
+            // A bucket's bit changes only with its head (`link`, `unlink`).
+            for &b in &src.heads_written {
+                let b = b as usize;
+                self.heads[b] = src.heads[b];
+                self.bits.l0[b / 64] = src.bits.l0[b / 64];
+            }
+        }
+        self.bits.l1 = src.bits.l1;
+        self.bits.l2 = src.bits.l2;
+        self.len = src.len;
+        self.hasher.clone_from(&src.hasher);
+    }
+
+    /// Whether this table is `other` bit for bit: slots, heads, bitmap,
+    /// length (what a mirror must reproduce).
+    #[cfg(test)]
+    pub(crate) fn same_layout(&self, other: &ScoreTable) -> bool {
+        let slot_bits = |s: &Slot| (s.id, s.s.to_bits(), s.count, s.prev, s.next);
+        self.len == other.len
+            && self.heads == other.heads
+            && self.bits.l0 == other.bits.l0
+            && self.bits.l1 == other.bits.l1
+            && self.bits.l2 == other.bits.l2
+            && self.slots.len() == other.slots.len()
+            && self
+                .slots
+                .as_slice()
+                .iter()
+                .zip(other.slots.as_slice())
+                .all(|(a, b)| slot_bits(a) == slot_bits(b))
+    }
+
     /// Slots allocated (the size a [`TableBuffer`] for a copy needs).
     pub(crate) fn capacity(&self) -> usize {
         self.slots.len()
@@ -462,6 +529,7 @@ impl ScoreTable {
             hasher: self.hasher.clone(),
             heads: buf.heads,
             bits: self.bits.clone(),
+            heads_written: Vec::new(),
         };
         (table, true)
     }

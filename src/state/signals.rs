@@ -271,6 +271,41 @@ impl SignalStore {
         });
     }
 
+    /// Starts noting which table slots change (`state::mirror`).
+    pub(crate) fn begin_log(&mut self) {
+        for t in &mut self.types {
+            t.table.begin_log();
+        }
+    }
+
+    /// Stops noting changes; those noted stay for [`Self::mirror_from`].
+    pub(crate) fn end_log(&mut self) {
+        for t in &mut self.types {
+            t.table.end_log();
+        }
+    }
+
+    /// Makes this store equal to `src`, given that it was equal before the
+    /// changes `src` noted between `begin_log` and `end_log`.
+    pub(crate) fn mirror_from(&mut self, src: &SignalStore) {
+        debug_assert_eq!(self.types.len(), src.types.len());
+        for (t, s) in self.types.iter_mut().zip(&src.types) {
+            t.landmark_ms = s.landmark_ms;
+            t.table.mirror_from(&s.table);
+        }
+    }
+
+    /// Whether every type's table is `other`'s bit for bit.
+    #[cfg(test)]
+    pub(crate) fn same_layout(&self, other: &SignalStore) -> bool {
+        self.types.len() == other.types.len()
+            && self
+                .types
+                .iter()
+                .zip(&other.types)
+                .all(|(a, b)| a.landmark_ms == b.landmark_ms && a.table.same_layout(&b.table))
+    }
+
     /// Removes the entity from every type (a delete frees its space).
     pub fn remove_entity(&mut self, entity: EntityId) {
         for t in &mut self.types {
