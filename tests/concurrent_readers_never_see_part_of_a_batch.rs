@@ -2,7 +2,9 @@
 //! leader, plus a follower read by its own threads. Every batch gives a
 //! pair of entities (2k, 2k+1) the same weight at the same time, so any
 //! read that saw part of a batch would find the pair's scores or counts
-//! unequal. Reads never see part of a batch, on the leader or the
+//! unequal (one writer's batches are large: they are applied while they
+//! sync, and catch up on the catch-up thread). Reads never see part of a
+//! batch, on the leader or the
 //! follower, and nothing deadlocks. A 60-second run is behind `--ignored`:
 //! `cargo test --release --test concurrent_readers_never_see_part_of_a_batch -- --ignored`.
 
@@ -58,9 +60,19 @@ async fn run(duration: Duration) {
                 let k = (w * 7 + i) % PAIRS;
                 let ty = if i.is_multiple_of(3) { "view" } else { "like" };
                 let weight = 1.0 + ((w + i) % 5) as f64;
-                let batch = WriteBatch::new()
-                    .signal(ty, EntityId(2 * k), weight, now)
-                    .signal(ty, EntityId(2 * k + 1), weight, now);
+                // Writer 0 writes batches of 320 signals (every pair ten
+                // times), large enough to be applied while they sync and
+                // to catch up on the catch-up thread.
+                let rounds = if w == 0 { 10 * PAIRS } else { 1 };
+                let batch = (0..rounds).fold(WriteBatch::new(), |b, j| {
+                    let k = (k + j) % PAIRS;
+                    b.signal(ty, EntityId(2 * k), weight, now).signal(
+                        ty,
+                        EntityId(2 * k + 1),
+                        weight,
+                        now,
+                    )
+                });
                 db.write(batch).unwrap();
                 writes.fetch_add(1, Ordering::Relaxed);
                 i += 1;

@@ -19,20 +19,27 @@ use tidal::{
 const NOW: u64 = 1_700_000_000_000;
 const DIR: &str = "/db";
 const IN_FLIGHT: EntityId = EntityId(77);
+/// Signals in the large batch.
+const LARGE: i64 = 300;
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
     SyncData,
+    /// The sync of a batch large enough to be applied (unpublished)
+    /// while it syncs (`View::apply_early`).
+    SyncDataLargeBatch,
     Write,
     DiskFull,
 }
 
-fn open(storage: &Arc<SimStorage>) -> TidalDb {
+/// Small segments, so the disk fills soon; large enough for the large
+/// batch (whose sync, not a roll, must be what fails) when `large`.
+fn open(storage: &Arc<SimStorage>, large: bool) -> TidalDb {
     TidalDb::open(
         Config::builder(DIR)
             .signal_type("like", Duration::from_secs(3_600))
             .dimension(2)
-            .segment_bytes(4096)
+            .segment_bytes(if large { 1 << 20 } else { 4096 })
             .storage(storage.clone())
             .clock(Arc::new(ManualClock::new(NOW)))
             .build()
@@ -74,8 +81,9 @@ fn is_poisoned_by(r: tidal::Result<tidal::Position>, cause: &str, what: &str) {
 
 fn run(fault: Fault, crash: bool) {
     let what = format!("{fault:?}, crash {crash}");
+    let large = matches!(fault, Fault::SyncDataLargeBatch);
     let sim = SimStorage::new();
-    let db = open(&sim);
+    let db = open(&sim, large);
     let at = Timestamp(NOW);
     let mut model: BTreeMap<u64, i64> = BTreeMap::new();
     // Acknowledged signals on IN_FLIGHT (only the disk-full case has some).
@@ -91,6 +99,13 @@ fn run(fault: Fault, crash: bool) {
         Fault::SyncData => {
             sim.fail_next(FaultKind::SyncData, ".seg");
             db.signal("like", IN_FLIGHT, 1.0, at)
+        }
+        Fault::SyncDataLargeBatch => {
+            sim.fail_next(FaultKind::SyncData, ".seg");
+            let batch = (0..LARGE).fold(WriteBatch::new(), |b, _| {
+                b.signal("like", IN_FLIGHT, 1.0, at)
+            });
+            db.write(batch)
         }
         Fault::Write => {
             sim.fail_next(FaultKind::Write, ".seg");
@@ -171,7 +186,7 @@ fn run(fault: Fault, crash: bool) {
     if crash {
         sim.crash(CrashMode::DropUnsynced);
     }
-    let db = open(&sim);
+    let db = open(&sim, large);
     assert_eq!(db.status().poisoned, None, "{what}");
     check(&db, &model, &what);
     let in_flight = db.read_count(IN_FLIGHT, "like").unwrap() - acked_in_flight;
@@ -180,7 +195,12 @@ fn run(fault: Fault, crash: bool) {
         assert_eq!(in_flight, 0, "{what}");
     } else {
         // Its outcome was unknown: either way is allowed, nothing else.
-        assert!(in_flight == 0 || in_flight == 1, "{what}: {in_flight}");
+        let whole = if matches!(fault, Fault::SyncDataLargeBatch) {
+            LARGE
+        } else {
+            1
+        };
+        assert!(in_flight == 0 || in_flight == whole, "{what}: {in_flight}");
     }
     assert_eq!(db.session(SessionId(1)).unwrap().event_count, 0, "{what}");
     let p = db.signal("like", EntityId(5), 1.0, at).unwrap();
@@ -190,7 +210,7 @@ fn run(fault: Fault, crash: bool) {
     *model.entry(2).or_default() += 1;
     db.close().unwrap();
     sim.crash(CrashMode::DropUnsynced);
-    let db = open(&sim);
+    let db = open(&sim, large);
     check(&db, &model, &what);
     assert!(db.last_position() > p, "{what}");
     assert_eq!(db.session(SessionId(1)).unwrap().event_count, 1, "{what}");
@@ -201,6 +221,12 @@ fn run(fault: Fault, crash: bool) {
 fn a_failed_sync_poisons_until_reopen() {
     run(Fault::SyncData, false);
     run(Fault::SyncData, true);
+}
+
+#[test]
+fn a_failed_sync_of_a_large_batch_poisons_until_reopen() {
+    run(Fault::SyncDataLargeBatch, false);
+    run(Fault::SyncDataLargeBatch, true);
 }
 
 #[test]

@@ -11,6 +11,7 @@ use crate::config::{Durability, duration_ms};
 use crate::crdt::hlc::Hlc;
 use crate::db::core::Core;
 use crate::db::validate::Overlay;
+use crate::db::view::{CATCH_UP_MIN_RECORDS, SharedChange};
 use crate::error::{Result, TidalError};
 use crate::state::mirror::Batches;
 use crate::storage::StorageFile;
@@ -205,17 +206,30 @@ impl Committer {
             return Err(self.poison(&e));
         }
         self.last_appended = Position::new(meta.epoch, meta.last_seqno());
-        if self.durability.syncs_each_batch() {
-            self.sync(core)?;
+        let count = records.len();
+        let change: SharedChange = Arc::new(Batches::one(meta, records));
+        let syncs = self.durability.syncs_each_batch();
+        // A large batch that waits for its sync is applied meanwhile, to
+        // the copy readers do not see, and published after the sync
+        // returned (`View::apply_early`).
+        let early = syncs && count >= CATCH_UP_MIN_RECORDS && core.view.apply_early(&change);
+        if syncs && let Err(e) = self.sync(core) {
+            if early {
+                core.view.discard_early();
+            }
+            return Err(e);
         }
         self.bytes_since_snapshot += self.buf.len() as u64;
-        let count = records.len();
-        core.view
-            .apply(count, Arc::new(Batches::one(meta, records)), || {
-                core.applied_tx
-                    .send_replace(Position::new(meta.epoch, meta.last_seqno()));
-                acknowledge(&meta)
-            });
+        let published = || {
+            core.applied_tx
+                .send_replace(Position::new(meta.epoch, meta.last_seqno()));
+            acknowledge(&meta)
+        };
+        if early {
+            core.view.publish_early(count, change, published);
+        } else {
+            core.view.apply(count, change, published);
+        }
         core.metrics.record_batch(count);
         Ok(meta)
     }

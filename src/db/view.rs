@@ -112,7 +112,7 @@ pub(crate) struct View {
 #[derive(Debug)]
 struct CatchUp {
     /// None when the thread could not be started.
-    jobs: Option<Sender<(usize, SharedChange)>>,
+    jobs: Option<Sender<(Job, SharedChange)>>,
     /// Jobs sent and not finished: what the writer spins on, then sleeps
     /// on `panicked`'s condvar for (the thread lowers it under that lock).
     busy: Arc<AtomicUsize>,
@@ -123,20 +123,24 @@ struct CatchUp {
 
 impl CatchUp {
     fn new(copies: &Arc<[RwLock<State>; 2]>) -> CatchUp {
-        let (tx, rx) = channel::<(usize, SharedChange)>();
+        let (tx, rx) = channel::<(Job, SharedChange)>();
         let panicked = Arc::new((Mutex::new(false), Condvar::new()));
         let busy = Arc::new(AtomicUsize::new(0));
         let (copies, done, left) = (Arc::clone(copies), Arc::clone(&panicked), Arc::clone(&busy));
         let spawned = std::thread::Builder::new()
             .name("tidal-catch-up".into())
             .spawn(move || {
-                while let Some((idx, change)) = spin_recv(&rx) {
+                while let Some((job, change)) = spin_recv(&rx) {
                     // A panicking apply is a bug: the thread lives on and
                     // the writer's next apply panics in its place, as it
                     // would have if it had run this apply inline.
-                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        catch_up(&copies, idx, &*change)
-                    }));
+                    let ran =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {
+                            Job::CatchUp(idx) => catch_up(&copies, idx, &*change),
+                            Job::Apply(idx) => change.apply(
+                                &mut copies[idx].write().unwrap_or_else(PoisonError::into_inner),
+                            ),
+                        }));
                     let (flag, cv) = &*done;
                     let mut panicked = flag.lock().unwrap_or_else(PoisonError::into_inner);
                     *panicked |= ran.is_err();
@@ -180,14 +184,14 @@ impl CatchUp {
         );
     }
 
-    /// Hands `change` for copy `idx` to the thread; gives it back when
+    /// Hands `job` with `change` to the thread; gives the change back when
     /// there is no thread.
-    fn send(&self, idx: usize, change: SharedChange) -> Option<SharedChange> {
+    fn send(&self, job: Job, change: SharedChange) -> Option<SharedChange> {
         let Some(tx) = &self.jobs else {
             return Some(change);
         };
         self.busy.fetch_add(1, Ordering::Relaxed);
-        match tx.send((idx, change)) {
+        match tx.send((job, change)) {
             Ok(()) => None,
             Err(back) => {
                 self.busy.fetch_sub(1, Ordering::Relaxed);
@@ -205,6 +209,15 @@ impl Drop for CatchUp {
             let _ = t.join();
         }
     }
+}
+
+/// What the catch-up thread does with a change, to copy `idx`.
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    /// Brings the copy up to the other (published) one.
+    CatchUp(usize),
+    /// Applies the change to the copy, unpublished (`View::apply_early`).
+    Apply(usize),
 }
 
 /// Brings copy `idx` up to the other (published) copy with `change`.
@@ -330,14 +343,65 @@ impl View {
         );
         self.published.store(new, Ordering::Release);
         published();
+        self.bring_up(old, records, change);
+    }
+
+    /// Brings copy `old` (just replaced) up to date: on the catch-up thread
+    /// for a large change, else inline.
+    fn bring_up(&self, old: usize, records: usize, change: SharedChange) {
         let change = if records >= CATCH_UP_MIN_RECORDS {
-            self.catch_up.send(old, change)
+            self.catch_up.send(Job::CatchUp(old), change)
         } else {
             Some(change)
         };
         if let Some(change) = change {
             catch_up(&self.copies, old, &*change);
         }
+    }
+
+    /// Starts applying `change` to the unpublished copy on the catch-up
+    /// thread (after the catch-up in flight, which writes the same copy),
+    /// while the writer syncs the batch; [`View::publish_early`] publishes
+    /// it once the sync returned, [`View::discard_early`] undoes it if the
+    /// sync failed. Readers never see the copy before it is published.
+    /// False (nothing started) when there is no catch-up thread; the
+    /// caller then syncs and calls [`View::apply`].
+    pub(crate) fn apply_early(&self, change: &SharedChange) -> bool {
+        let new = 1 - self.published.load(Ordering::Acquire);
+        self.catch_up
+            .send(Job::Apply(new), Arc::clone(change))
+            .is_none()
+    }
+
+    /// Publishes the copy [`View::apply_early`] applied `change` to, once
+    /// that apply is done, calls `published`, then brings the other copy
+    /// up as [`View::apply`] does.
+    pub(crate) fn publish_early(
+        &self,
+        records: usize,
+        change: SharedChange,
+        published: impl FnOnce(),
+    ) {
+        self.catch_up.wait();
+        let old = self.published.load(Ordering::Acquire);
+        self.published.store(1 - old, Ordering::Release);
+        published();
+        self.bring_up(old, records, change);
+    }
+
+    /// Undoes [`View::apply_early`] (its batch's sync failed): once that
+    /// apply is done, the unpublished copy becomes a clone of the published
+    /// one again, as it was before. Slow (a whole copy) and only on a
+    /// failed sync, after which the log refuses writes anyway.
+    pub(crate) fn discard_early(&self) {
+        self.catch_up.wait();
+        let old = self.published.load(Ordering::Acquire);
+        let published = self.copies[old]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        *self.copies[1 - old]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = published.clone();
     }
 
     /// Replaces the whole state (a divergence cut rebuilt it): the
@@ -427,6 +491,52 @@ mod tests {
         assert_eq!(seen[0], writer);
         assert_ne!(seen[1], writer, "the second apply ran inline");
         assert_eq!(counts(&v, 1), [1, 1]);
+    }
+
+    #[test]
+    fn an_early_apply_is_seen_only_once_published() {
+        let v = View::new(state());
+        v.apply(1, add(7, 1), || {});
+        let (go, wait) = std::sync::mpsc::sync_channel::<()>(0);
+        let wait = Mutex::new(wait);
+        let applied = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&applied);
+        let change: SharedChange = Arc::new(move |s: &mut State| {
+            // The first run (the early apply) waits to be let go.
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                wait.lock().unwrap().recv().unwrap();
+            }
+            s.signals.add(0, EntityId(7), 1.0, Timestamp(0));
+        });
+        assert!(v.apply_early(&change));
+        assert_eq!(v.read(|s| s.signals.count(0, EntityId(7))), 1);
+        go.send(()).unwrap();
+        while applied.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        // Applied or not, the copy is not published before its sync.
+        assert_eq!(v.read(|s| s.signals.count(0, EntityId(7))), 1);
+        let mut acked = false;
+        v.publish_early(CATCH_UP_MIN_RECORDS, change, || acked = true);
+        assert!(acked);
+        assert_eq!(v.read(|s| s.signals.count(0, EntityId(7))), 2);
+        v.catch_up.wait();
+        assert_eq!(counts(&v, 7), [2, 2]);
+        assert_eq!(applied.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_discarded_early_apply_leaves_both_copies_as_published() {
+        let v = View::new(state());
+        v.apply(1, add(7, 3), || {});
+        assert!(v.apply_early(&add(7, 300)));
+        v.discard_early();
+        assert_eq!(counts(&v, 7), [3, 3]);
+        // The view goes on as if the batch had never been.
+        v.apply(CATCH_UP_MIN_RECORDS, add(7, 2), || {});
+        v.catch_up.wait();
+        assert_eq!(counts(&v, 7), [5, 5]);
+        assert_eq!(v.read(|s| s.signals.count(0, EntityId(7))), 5);
     }
 
     #[test]
