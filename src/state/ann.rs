@@ -7,7 +7,10 @@
 //! unit vectors in one contiguous `Vec<f32>` (`dimension` floats per slot),
 //! and an `id -> (list, slot)` map. A remove moves the list's last slot into
 //! the hole (swap-remove), so the data stays dense. Until the set is trained
-//! there is one list and a search scans it all: the exact answer.
+//! there is one list and a search scans it all: the exact answer. A trained
+//! set's lists also hold an 8-bit code per vector, slot-aligned
+//! (`ann_codes`: `dimension + 4` bytes a vector, a function of the vector
+//! alone, moved with its slot and rebuilt on decode).
 //!
 //! # Training
 //!
@@ -29,11 +32,16 @@
 //!
 //! A search scores every fine centroid (1,265 dot products at a million
 //! vectors), then scans the lists of the best [`IndexParams::probes`]
-//! centroids, streaming each list's contiguous vectors through the
-//! vectorized `dot` into a bounded heap. If the probed lists still hold
-//! fewer than `k` accepted vectors, the next lists are scanned, up to all
-//! of them: a search never returns fewer results than the exact answer
-//! holds. Scores are exact dot products, ties go to the lower id.
+//! centroids, streaming each list's contiguous 8-bit codes through a
+//! vectorized integer dot into a bounded heap of the best `4 k`
+//! approximate candidates ([`super::ann_codes::RERANK`]), then scores
+//! those exactly (the f32 `dot` of the stored vector) and keeps the best
+//! `k`: a quarter of the bytes of the f32 vectors streamed, and scores
+//! that are still exact dot products, ties to the lower id. If the probed
+//! lists still hold fewer than `k` accepted vectors, the next lists are
+//! scanned, up to all of them: a search never returns fewer results than
+//! the exact answer holds. An untrained set, or a search probing every
+//! list, scans the f32 vectors: exact.
 //!
 //! # Filtered search
 //!
@@ -44,13 +52,16 @@
 //! (no filter), or none (a very selective one), the probed lists are
 //! scanned plainly, the filter asked only about candidates that would
 //! enter the heap. Otherwise, with an observed selectivity `s`, the probed
-//! lists are scanned *unfiltered* into a pool of the best `3 k / s`
-//! candidates, and the filter is asked about the pool best first, only
-//! while a candidate would enter the top-k: about `k / s` questions instead
-//! of several times that. The pool's answer is exact for the probed lists
-//! when the top-k is full and no worse than the pool's worst (every
-//! candidate outside the pool is worse still); otherwise (the sample
-//! misjudged the filter) the lists are scanned again plainly.
+//! lists are scanned *unfiltered* by their codes into a pool of the best
+//! `3 k / s` candidates, the pool is scored exactly, and the filter is
+//! asked about it best first, only while a candidate would enter the
+//! top-k: about `k / s` questions instead of several times that. The
+//! pool's answer is the filtered top-k of the probed lists (as far as the
+//! codes' error lets the pool tell) when the top-k is full and no worse
+//! than the pool's worst approximate score; otherwise (the sample
+//! misjudged the filter) the lists are scanned again plainly, keeping
+//! `2 k` accepted candidates for the rerank (the filter is asked about
+//! each that would enter: `RERANK_FILTERED`).
 //!
 //! A filter that takes at least 1 in [`SELECTIVE`] (5%) of the sampled
 //! ids probes the same lists as an unfiltered search; a more selective one
@@ -77,10 +88,11 @@
 //! The structure is a function of the sequence of inserts and removes only:
 //! the sample is strided over the lists in order, the k-means++ seed is a
 //! constant, sums run in a fixed order in f64, and the id map is never
-//! iterated. Replicas applying the same records hold the same lists, and a
+//! iterated; a code is a function of its vector's bits. Replicas applying
+//! the same records hold the same lists and codes, and a
 //! snapshot stores the centroids and the lists slot by slot, so a decoded
 //! set is the same structure, not a retrained one (reopen reads it; it
-//! never runs k-means).
+//! never runs k-means; it rebuilds the codes from the vectors).
 //!
 //! # Why IVF, and the figures
 //!
@@ -124,6 +136,7 @@
 
 use std::collections::{BinaryHeap, HashMap};
 
+use super::ann_codes::{CodeSearch, Codes, RERANK, RERANK_FILTERED};
 use super::ann_scan::{Candidate, by_score, into_hits, pooled, scan};
 use super::ann_train::train;
 use super::vectors::dot;
@@ -197,11 +210,13 @@ impl VectorIndex {
 /// The knobs under the name the state uses.
 pub type IndexParams = VectorIndex;
 
-/// One list: ids and their vectors, slot-aligned.
+/// One list: ids, their vectors and, trained, their codes, slot-aligned.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct List {
     pub ids: Vec<EntityId>,
     pub data: Vec<f32>,
+    /// Empty until the set is trained (`ann_codes`).
+    pub codes: Codes,
 }
 
 /// The two-level coarse quantizer of a trained set.
@@ -321,6 +336,9 @@ impl KindSet {
         self.slots.insert(id, (l, list.ids.len() as u32));
         list.ids.push(id);
         list.data.extend_from_slice(unit);
+        if self.quant.is_some() {
+            list.codes.push(unit);
+        }
     }
 
     /// Removes `id`'s vector; whether it held one.
@@ -345,6 +363,7 @@ impl KindSet {
         }
         list.ids.truncate(last);
         list.data.truncate(last * d);
+        list.codes.swap_remove(slot, last, d);
         true
     }
 
@@ -389,8 +408,17 @@ impl KindSet {
             .map(|&c| List {
                 ids: Vec::with_capacity(c),
                 data: Vec::with_capacity(c * d),
+                codes: Codes {
+                    codes: Vec::with_capacity(c * d),
+                    scales: Vec::with_capacity(c),
+                },
             })
             .collect();
+        // Trained before the pushes, so that they code the vectors.
+        self.quant = Some(Quantizer {
+            trained_at: n as u64,
+            ..quant
+        });
         let mut target = target.into_iter();
         for list in old {
             for (v, &id) in list.data.chunks_exact(d).zip(&list.ids) {
@@ -398,10 +426,6 @@ impl KindSet {
                 self.push(l, id, v);
             }
         }
-        self.quant = Some(Quantizer {
-            trained_at: n as u64,
-            ..quant
-        });
     }
 
     /// Cosine top-k (query of unit length `d`), best first, ties by id,
@@ -473,35 +497,38 @@ impl KindSet {
             rest.sort_unstable_by(by_score);
         }
         let (more, rest) = rest.split_at_mut(extra.min(rest.len()));
-        let wanted: Vec<&List> = head
-            .iter()
-            .chain(more.iter())
-            .filter_map(|c| list(c.1))
-            .collect();
+        let wanted: Vec<u32> = head.iter().chain(more.iter()).map(|c| c.1).collect();
+        let search = CodeSearch::new(&self.lists, query, d);
         let pool = (taken < asked && taken > 0)
-            .then(|| pooled(&wanted, query, d, k, (asked, taken), &mut heap, accept));
+            .then(|| pooled(&search, &wanted, k, (asked, taken), &mut heap, accept));
+        // The approximate candidates kept for the exact rerank.
+        // (fewer with a filter: it is asked about each candidate that
+        // would enter).
+        let cap = k.saturating_mul(if taken < asked {
+            RERANK_FILTERED
+        } else {
+            RERANK
+        });
         if pool != Some(true) {
             // No filter, a very selective one, or too few accepted
             // candidates in the pool: the plain scan.
             heap.clear();
-            for l in &wanted {
-                scan(l, query, d, k, &mut heap, accept);
+            for &l in &wanted {
+                search.scan(l, cap, &mut heap, accept);
             }
         }
-        let mut scanned = probes + more.len();
+        let mut scanned = wanted.len();
         if heap.len() < k {
             rest.sort_unstable_by(by_score);
             for c in rest.iter() {
                 if heap.len() >= k {
                     break;
                 }
-                if let Some(l) = list(c.1) {
-                    scanned += 1;
-                    scan(l, query, d, k, &mut heap, accept);
-                }
+                scanned += 1;
+                search.scan(c.1, cap, &mut heap, accept);
             }
         }
-        (into_hits(heap), scanned)
+        (into_hits(search.rerank(heap, k)), scanned)
     }
 
     /// Approximate heap bytes held.
@@ -512,6 +539,7 @@ impl KindSet {
             .map(|l| {
                 l.ids.capacity() * std::mem::size_of::<EntityId>()
                     + l.data.capacity() * std::mem::size_of::<f32>()
+                    + l.codes.bytes()
                     + std::mem::size_of::<List>()
             })
             .sum();
