@@ -103,36 +103,49 @@
 //! adds 2 x M links per vector, in both read-view copies), and it snapshots
 //! as the same dense runs the exact store wrote.
 //!
-//! Measured with `cargo run --release --example compare -- --only W6` on the
-//! shared 2-vCPU machine (load average 2 to 8 from other jobs, so times are
-//! pessimistic and noisy: ranges over two runs each), 1M x 128, a seeded
-//! mixture of 1,000 Gaussians (noise as long as the centre;
-//! `examples/compare/ann.rs`), defaults (100k, 32), the 10% metadata
-//! filter pooled and not widened (before: widened by `1 / s`, up to 4x):
+//! Measured with `cargo run --release --example compare -- --only W6
+//! --no-peers` on the shared 2-vCPU machine (load average 3 to 3.5 from
+//! other jobs, one run), 1M x 128, a seeded mixture of 1,000 Gaussians
+//! (noise as long as the centre; `examples/compare/ann.rs`), defaults
+//! (100k, 32), the 10% metadata filter pooled; "f32 scan": the build
+//! before the codes (commit 2334bfc, the BENCHMARKS run of that commit,
+//! a quieter machine: its exact W6 took 3.42 ms against 4.07 here):
 //!
-//! | probes | recall@10 | queries/s | 10% filter | before (widened) |
+//! | probes | recall@10 | queries/s | 10% filter | f32 scan |
 //! |---:|---:|---:|---|---|
-//! | 16 | 0.981 | 1,710-1,786 | 0.978, 835-1,389/s | 0.992, 147-384/s |
-//! | 32 | 0.986 | 852-961 | 0.986, 724-746/s | 0.997, 95-206/s |
-//! | 64 | 0.992 | 449-456 | 0.992, 147-414/s | 0.999, 110/s |
+//! | 16 | 0.981 | 3,166 | 0.978, 1,452/s | 2,021/s; filtered 1,452/s |
+//! | 32 | 0.986 | 1,555 | 0.986, 1,001/s | 1,123/s; filtered 853/s |
+//! | 64 | 0.992 | 717 | 0.992, 573/s | 552/s; filtered 474/s |
 //!
-//! The unfiltered rows did not change (the same code path; 922-1,005/s
-//! at 32 probes for the build before, in the same sessions). A filtered
-//! query still costs about 20% more than an unfiltered one: the sample
-//! and about `k / s` filter questions at about 1 us each.
+//! Every recall equals the f32 scan's to four digits (uniform data too:
+//! 0.2157): the pool of `4 k` loses nothing measurable. In
+//! `state::ann_measure` (1M, the same mixture, filters through a map of
+//! strings; old and new test binaries alternated, two runs each, load
+//! average 2.4 to 2.9), 32 probes: unfiltered 1,486-1,809 q/s against
+//! 748-949, the 10% filter 1,084-1,254 against 717-791; 16 probes:
+//! 2,879-3,047 against 995-1,985, filtered 1,506-1,582 against 954-1,510;
+//! every recall the same. A filtered query gains less: it still asks
+//! about 100 filter questions and scores its pool of `3 k / s` candidates
+//! exactly (random reads of 512 bytes each). A 1% filter's plain scan
+//! asks about twice as many questions (`RERANK_FILTERED`): 3,106 against
+//! 1,527 a query at 32 probes, the same recall (0.933), 383-453 q/s
+//! against 453-456 (slower: the questions cost more than the scan saves);
+//! widened 4x (the default), 256-286 against 199-232.
 //!
-//! At 100k (`--quick`, 632 lists) 32 probes give 0.959, 0.958 filtered.
+//! Memory: the codes add 132 bytes per vector (128 + a 4-byte scale) in
+//! each of the two read-view copies, 264 in all; the whole process
+//! measured 2,675 B per vector RSS delta (2,138-2,350 before: the delta
+//! is noisy, list growth slack and the training's transient copy).
+//! Reopening the indexed snapshot took 3.98 s (2.59 s before, quieter
+//! machine): decode rebuilds the codes.
+//!
+//! At 100k (`--quick`, 632 lists) 32 probes gave 0.959, 0.958 filtered
+//! (the f32 scan; not rerun).
 //! Uniformly random vectors, the adversarial case, reach only 0.22 at 32
-//! probes. Loading 1M embeddings: 39.5k/s indexed against 164k/s exact (an
-//! insert scores about 180 centroids, twice, and the trainings at 100k and
-//! 400k stall one write: 6.3 s at 400k); RSS 2,350 B per vector against
-//! 1,600 exact (list growth slack and the training's transient copy; the
-//! index itself adds the centroids, 650 kB). Reopen from a snapshot of the
-//! indexed 1M: 2.6 s (4.3 s for the same vectors exact in the same run;
-//! reopen never refits). A filtered query is the weak point: post-filtering
-//! asks the filter about `k / selectivity` candidates (above).
-//! (In a microbenchmark at 400k, one probe costs 80 us, mostly ranking the
-//! centroids; 16, 32 and 64 probes 0.41, 0.66 and 1.36 ms.)
+//! probes. Loading 1M embeddings: 35.1k/s indexed against 125k/s exact
+//! in the run above (an insert scores about 180 centroids, twice, and the
+//! trainings at 100k and 400k stall one write: 3.6 s here); RSS about
+//! 1,600 B per vector exact. Reopen never refits.
 
 use std::collections::{BinaryHeap, HashMap};
 
