@@ -179,9 +179,10 @@ impl VectorStore {
     /// score is the f32 dot product as f64. Exact below the index size;
     /// above it, the configured probes of the IVF index, and never fewer
     /// results than the exact answer holds. `accept` is asked only about
-    /// candidates that would enter the current top-k and, above the index
-    /// size, a sample of the best list (`ann`: filtered search). A query of
-    /// the wrong length finds nothing.
+    /// candidates that would enter the current top-k (above the index
+    /// size: the rerank pool, up to `4 k` when it took every sampled id)
+    /// and, above the index size, a sample of the best list (`ann`:
+    /// filtered search). A query of the wrong length finds nothing.
     pub fn top_k(
         &self,
         kind: EntityKind,
