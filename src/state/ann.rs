@@ -106,17 +106,18 @@
 //!
 //! Measured with `cargo run --release --example compare -- --only W6
 //! --no-peers` on the shared 2-vCPU machine (load average 3 to 3.5 from
-//! other jobs, one run), 1M x 128, a seeded mixture of 1,000 Gaussians
+//! other jobs; two runs, the second slower all round: its plain f32 scan
+//! in the harness took 4.27 ms against 3.44), 1M x 128, a seeded mixture of 1,000 Gaussians
 //! (noise as long as the centre; `examples/compare/ann.rs`), defaults
 //! (100k, 32), the 10% metadata filter pooled; "f32 scan": the build
 //! before the codes (commit 2334bfc, the BENCHMARKS run of that commit,
-//! a quieter machine: its exact W6 took 3.42 ms against 4.07 here):
+//! a quieter machine: its exact W6 took 3.42 ms against 4.07-4.70 here):
 //!
 //! | probes | recall@10 | queries/s | 10% filter | f32 scan |
 //! |---:|---:|---:|---|---|
-//! | 16 | 0.981 | 3,166 | 0.978, 1,452/s | 2,021/s; filtered 1,452/s |
-//! | 32 | 0.986 | 1,555 | 0.986, 1,001/s | 1,123/s; filtered 853/s |
-//! | 64 | 0.992 | 717 | 0.992, 573/s | 552/s; filtered 474/s |
+//! | 16 | 0.981 | 2,714-3,166 | 0.978, 1,452-1,703/s | 2,021/s; filtered 1,452/s |
+//! | 32 | 0.986 | 1,555-1,774 | 0.986, 919-1,001/s | 1,123/s; filtered 853/s |
+//! | 64 | 0.992 | 717-872 | 0.992, 573-655/s | 552/s; filtered 474/s |
 //!
 //! Every recall equals the f32 scan's to four digits (uniform data too:
 //! 0.2157): the pool of `4 k` loses nothing measurable. In
@@ -135,17 +136,19 @@
 //!
 //! Memory: the codes add 132 bytes per vector (128 + a 4-byte scale) in
 //! each of the two read-view copies, 264 in all; the whole process
-//! measured 2,675 B per vector RSS delta (2,138-2,350 before: the delta
-//! is noisy, list growth slack and the training's transient copy).
-//! Reopening the indexed snapshot took 3.98 s (2.59 s before, quieter
+//! measured 2,666-2,675 B per vector RSS delta (2,138-2,350 before: the
+//! delta is noisy, list growth slack and the training's transient copy).
+//! Reopening the indexed snapshot took 3.98-6.14 s (the same vectors
+//! exact: 4.29-5.28 s in the same runs; 2.59 s indexed before, a quieter
 //! machine): decode rebuilds the codes.
 //!
 //! At 100k (`--quick`, 632 lists) 32 probes gave 0.959, 0.958 filtered
 //! (the f32 scan; not rerun).
 //! Uniformly random vectors, the adversarial case, reach only 0.22 at 32
-//! probes. Loading 1M embeddings: 35.1k/s indexed against 125k/s exact
-//! in the run above (an insert scores about 180 centroids, twice, and the
-//! trainings at 100k and 400k stall one write: 3.6 s here); RSS about
+//! probes. Loading 1M embeddings: 26.6k-35.1k/s indexed against
+//! 84k-125k/s exact in the runs above (an insert scores about 180
+//! centroids, twice, and the trainings at 100k and 400k stall one write:
+//! 3.6-4.2 s here); RSS about
 //! 1,600 B per vector exact. Reopen never refits.
 
 use std::collections::{BinaryHeap, HashMap};
