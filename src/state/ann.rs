@@ -7,7 +7,10 @@
 //! unit vectors in one contiguous `Vec<f32>` (`dimension` floats per slot),
 //! and an `id -> (list, slot)` map. A remove moves the list's last slot into
 //! the hole (swap-remove), so the data stays dense. Until the set is trained
-//! there is one list and a search scans it all: the exact answer.
+//! there is one list and a search scans it all: the exact answer. A trained
+//! set's lists also hold an 8-bit code per vector, slot-aligned
+//! (`ann_codes`: `dimension + 4` bytes a vector, a function of the vector
+//! alone, moved with its slot and rebuilt on decode).
 //!
 //! # Training
 //!
@@ -29,11 +32,16 @@
 //!
 //! A search scores every fine centroid (1,265 dot products at a million
 //! vectors), then scans the lists of the best [`IndexParams::probes`]
-//! centroids, streaming each list's contiguous vectors through the
-//! vectorized `dot` into a bounded heap. If the probed lists still hold
-//! fewer than `k` accepted vectors, the next lists are scanned, up to all
-//! of them: a search never returns fewer results than the exact answer
-//! holds. Scores are exact dot products, ties go to the lower id.
+//! centroids, streaming each list's contiguous 8-bit codes through a
+//! vectorized integer dot into a bounded heap of the best `4 k`
+//! approximate candidates ([`super::ann_codes::RERANK`]), then scores
+//! those exactly (the f32 `dot` of the stored vector) and keeps the best
+//! `k`: a quarter of the bytes of the f32 vectors streamed, and scores
+//! that are still exact dot products, ties to the lower id. If the probed
+//! lists still hold fewer than `k` accepted vectors, the next lists are
+//! scanned, up to all of them: a search never returns fewer results than
+//! the exact answer holds. An untrained set, or a search probing every
+//! list, scans the f32 vectors: exact.
 //!
 //! # Filtered search
 //!
@@ -44,13 +52,17 @@
 //! (no filter), or none (a very selective one), the probed lists are
 //! scanned plainly, the filter asked only about candidates that would
 //! enter the heap. Otherwise, with an observed selectivity `s`, the probed
-//! lists are scanned *unfiltered* into a pool of the best `3 k / s`
-//! candidates, and the filter is asked about the pool best first, only
-//! while a candidate would enter the top-k: about `k / s` questions instead
-//! of several times that. The pool's answer is exact for the probed lists
-//! when the top-k is full and no worse than the pool's worst (every
-//! candidate outside the pool is worse still); otherwise (the sample
-//! misjudged the filter) the lists are scanned again plainly.
+//! lists are scanned *unfiltered* by their codes into a pool of the best
+//! `3 k / s` candidates, the pool is scored exactly, and the filter is
+//! asked about it best first, only while a candidate would enter the
+//! top-k: about `k / s` questions instead of several times that. The
+//! pool's answer is the filtered top-k of the probed lists (as far as the
+//! codes' error lets the pool tell) when the top-k is full and no worse
+//! than the pool's worst approximate score; otherwise (the sample
+//! misjudged the filter) the lists are scanned again plainly, keeping
+//! the best `k` accepted candidates by approximate score for the exact
+//! scores (the filter is asked about each that would enter, so a larger
+//! pool costs questions: `RERANK_FILTERED`).
 //!
 //! A filter that takes at least 1 in [`SELECTIVE`] (5%) of the sampled
 //! ids probes the same lists as an unfiltered search; a more selective one
@@ -77,10 +89,11 @@
 //! The structure is a function of the sequence of inserts and removes only:
 //! the sample is strided over the lists in order, the k-means++ seed is a
 //! constant, sums run in a fixed order in f64, and the id map is never
-//! iterated. Replicas applying the same records hold the same lists, and a
+//! iterated; a code is a function of its vector's bits. Replicas applying
+//! the same records hold the same lists and codes, and a
 //! snapshot stores the centroids and the lists slot by slot, so a decoded
 //! set is the same structure, not a retrained one (reopen reads it; it
-//! never runs k-means).
+//! never runs k-means; it rebuilds the codes from the vectors).
 //!
 //! # Why IVF, and the figures
 //!
@@ -91,39 +104,56 @@
 //! adds 2 x M links per vector, in both read-view copies), and it snapshots
 //! as the same dense runs the exact store wrote.
 //!
-//! Measured with `cargo run --release --example compare -- --only W6` on the
-//! shared 2-vCPU machine (load average 2 to 8 from other jobs, so times are
-//! pessimistic and noisy: ranges over two runs each), 1M x 128, a seeded
-//! mixture of 1,000 Gaussians (noise as long as the centre;
-//! `examples/compare/ann.rs`), defaults (100k, 32), the 10% metadata
-//! filter pooled and not widened (before: widened by `1 / s`, up to 4x):
+//! Measured with `cargo run --release --example compare -- --only W6
+//! --no-peers` on the shared 2-vCPU machine (load average 3 to 3.5 from
+//! other jobs; two runs, the second slower all round: its plain f32 scan
+//! in the harness took 4.27 ms against 3.44), 1M x 128, a seeded mixture of 1,000 Gaussians
+//! (noise as long as the centre; `examples/compare/ann.rs`), defaults
+//! (100k, 32), the 10% metadata filter pooled; "f32 scan": the build
+//! before the codes (commit 2334bfc, the BENCHMARKS run of that commit,
+//! a quieter machine: its exact W6 took 3.42 ms against 4.07-4.70 here):
 //!
-//! | probes | recall@10 | queries/s | 10% filter | before (widened) |
+//! | probes | recall@10 | queries/s | 10% filter | f32 scan |
 //! |---:|---:|---:|---|---|
-//! | 16 | 0.981 | 1,710-1,786 | 0.978, 835-1,389/s | 0.992, 147-384/s |
-//! | 32 | 0.986 | 852-961 | 0.986, 724-746/s | 0.997, 95-206/s |
-//! | 64 | 0.992 | 449-456 | 0.992, 147-414/s | 0.999, 110/s |
+//! | 16 | 0.981 | 2,714-3,166 | 0.978, 1,452-1,703/s | 2,021/s; filtered 1,452/s |
+//! | 32 | 0.986 | 1,555-1,774 | 0.986, 919-1,001/s | 1,123/s; filtered 853/s |
+//! | 64 | 0.992 | 717-872 | 0.992, 573-655/s | 552/s; filtered 474/s |
 //!
-//! The unfiltered rows did not change (the same code path; 922-1,005/s
-//! at 32 probes for the build before, in the same sessions). A filtered
-//! query still costs about 20% more than an unfiltered one: the sample
-//! and about `k / s` filter questions at about 1 us each.
+//! Every recall equals the f32 scan's to four digits (uniform data too:
+//! 0.2157): the pool of `4 k` loses nothing measurable. In
+//! `state::ann_measure` (1M, the same mixture, filters through a map of
+//! strings; old and new test binaries alternated, two runs each, load
+//! average 2.4 to 2.9), 32 probes: unfiltered 1,486-1,809 q/s against
+//! 748-949, the 10% filter 1,084-1,254 against 717-791; 16 probes:
+//! 2,879-3,047 against 995-1,985, filtered 1,506-1,582 against 954-1,510;
+//! every recall the same. A filtered query gains less: it still asks
+//! about 100 filter questions and scores its pool of `3 k / s` candidates
+//! exactly (random reads of 512 bytes each). A 1% filter (the plain
+//! scan when the sample takes none, its pool `k`), one run each at 32
+//! probes: 553 q/s at 0.932 against 453-456 at 0.933 before, widened 4x
+//! (the default) 288 at 0.966 against 199-232 at 0.967; a pool of `2 k`
+//! for it asked twice the questions (3,106 a query) and ran at 383-453.
 //!
-//! At 100k (`--quick`, 632 lists) 32 probes give 0.959, 0.958 filtered.
+//! Memory: the codes add 132 bytes per vector (128 + a 4-byte scale) in
+//! each of the two read-view copies, 264 in all; the whole process
+//! measured 2,666-2,675 B per vector RSS delta (2,138-2,350 before: the
+//! delta is noisy, list growth slack and the training's transient copy).
+//! Reopening the indexed snapshot took 3.98-6.14 s (the same vectors
+//! exact: 4.29-5.28 s in the same runs; 2.59 s indexed before, a quieter
+//! machine): decode rebuilds the codes.
+//!
+//! At 100k (`--quick`, 632 lists) 32 probes gave 0.959, 0.958 filtered
+//! (the f32 scan; not rerun).
 //! Uniformly random vectors, the adversarial case, reach only 0.22 at 32
-//! probes. Loading 1M embeddings: 39.5k/s indexed against 164k/s exact (an
-//! insert scores about 180 centroids, twice, and the trainings at 100k and
-//! 400k stall one write: 6.3 s at 400k); RSS 2,350 B per vector against
-//! 1,600 exact (list growth slack and the training's transient copy; the
-//! index itself adds the centroids, 650 kB). Reopen from a snapshot of the
-//! indexed 1M: 2.6 s (4.3 s for the same vectors exact in the same run;
-//! reopen never refits). A filtered query is the weak point: post-filtering
-//! asks the filter about `k / selectivity` candidates (above).
-//! (In a microbenchmark at 400k, one probe costs 80 us, mostly ranking the
-//! centroids; 16, 32 and 64 probes 0.41, 0.66 and 1.36 ms.)
+//! probes. Loading 1M embeddings: 26.6k-35.1k/s indexed against
+//! 84k-125k/s exact in the runs above (an insert scores about 180
+//! centroids, twice, and the trainings at 100k and 400k stall one write:
+//! 3.6-4.2 s here); RSS about
+//! 1,600 B per vector exact. Reopen never refits.
 
 use std::collections::{BinaryHeap, HashMap};
 
+use super::ann_codes::{CodeSearch, Codes, RERANK, RERANK_FILTERED};
 use super::ann_scan::{Candidate, by_score, into_hits, pooled, scan};
 use super::ann_train::train;
 use super::vectors::dot;
@@ -197,11 +227,13 @@ impl VectorIndex {
 /// The knobs under the name the state uses.
 pub type IndexParams = VectorIndex;
 
-/// One list: ids and their vectors, slot-aligned.
+/// One list: ids, their vectors and, trained, their codes, slot-aligned.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct List {
     pub ids: Vec<EntityId>,
     pub data: Vec<f32>,
+    /// Empty until the set is trained (`ann_codes`).
+    pub codes: Codes,
 }
 
 /// The two-level coarse quantizer of a trained set.
@@ -321,6 +353,9 @@ impl KindSet {
         self.slots.insert(id, (l, list.ids.len() as u32));
         list.ids.push(id);
         list.data.extend_from_slice(unit);
+        if self.quant.is_some() {
+            list.codes.push(unit);
+        }
     }
 
     /// Removes `id`'s vector; whether it held one.
@@ -345,6 +380,7 @@ impl KindSet {
         }
         list.ids.truncate(last);
         list.data.truncate(last * d);
+        list.codes.swap_remove(slot, last, d);
         true
     }
 
@@ -389,8 +425,17 @@ impl KindSet {
             .map(|&c| List {
                 ids: Vec::with_capacity(c),
                 data: Vec::with_capacity(c * d),
+                codes: Codes {
+                    codes: Vec::with_capacity(c * d),
+                    scales: Vec::with_capacity(c),
+                },
             })
             .collect();
+        // Trained before the pushes, so that they code the vectors.
+        self.quant = Some(Quantizer {
+            trained_at: n as u64,
+            ..quant
+        });
         let mut target = target.into_iter();
         for list in old {
             for (v, &id) in list.data.chunks_exact(d).zip(&list.ids) {
@@ -398,10 +443,6 @@ impl KindSet {
                 self.push(l, id, v);
             }
         }
-        self.quant = Some(Quantizer {
-            trained_at: n as u64,
-            ..quant
-        });
     }
 
     /// Cosine top-k (query of unit length `d`), best first, ties by id,
@@ -473,35 +514,38 @@ impl KindSet {
             rest.sort_unstable_by(by_score);
         }
         let (more, rest) = rest.split_at_mut(extra.min(rest.len()));
-        let wanted: Vec<&List> = head
-            .iter()
-            .chain(more.iter())
-            .filter_map(|c| list(c.1))
-            .collect();
+        let wanted: Vec<u32> = head.iter().chain(more.iter()).map(|c| c.1).collect();
+        let search = CodeSearch::new(&self.lists, query, d);
         let pool = (taken < asked && taken > 0)
-            .then(|| pooled(&wanted, query, d, k, (asked, taken), &mut heap, accept));
+            .then(|| pooled(&search, &wanted, k, (asked, taken), &mut heap, accept));
+        // The approximate candidates kept for the exact rerank.
+        // (fewer with a filter: it is asked about each candidate that
+        // would enter).
+        let cap = k.saturating_mul(if taken < asked {
+            RERANK_FILTERED
+        } else {
+            RERANK
+        });
         if pool != Some(true) {
             // No filter, a very selective one, or too few accepted
             // candidates in the pool: the plain scan.
             heap.clear();
-            for l in &wanted {
-                scan(l, query, d, k, &mut heap, accept);
+            for &l in &wanted {
+                search.scan(l, cap, &mut heap, accept);
             }
         }
-        let mut scanned = probes + more.len();
+        let mut scanned = wanted.len();
         if heap.len() < k {
             rest.sort_unstable_by(by_score);
             for c in rest.iter() {
                 if heap.len() >= k {
                     break;
                 }
-                if let Some(l) = list(c.1) {
-                    scanned += 1;
-                    scan(l, query, d, k, &mut heap, accept);
-                }
+                scanned += 1;
+                search.scan(c.1, cap, &mut heap, accept);
             }
         }
-        (into_hits(heap), scanned)
+        (into_hits(search.rerank(heap, k)), scanned)
     }
 
     /// Approximate heap bytes held.
@@ -512,6 +556,7 @@ impl KindSet {
             .map(|l| {
                 l.ids.capacity() * std::mem::size_of::<EntityId>()
                     + l.data.capacity() * std::mem::size_of::<f32>()
+                    + l.codes.bytes()
                     + std::mem::size_of::<List>()
             })
             .sum();

@@ -1,10 +1,12 @@
-//! The scans of an approximate search (`ann`): one list into a bounded
-//! heap, and the pooled scan a filtered search uses (module docs of `ann`).
+//! The scans of a search (`ann`): one list's f32 vectors into a bounded
+//! heap (the exact search), and the pooled scan a filtered approximate
+//! search uses over the lists' codes (module docs of `ann`).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use super::ann::List;
+use super::ann_codes::CodeSearch;
 use super::vectors::dot;
 use crate::types::EntityId;
 
@@ -14,6 +16,8 @@ use crate::types::EntityId;
 pub(super) struct Candidate {
     pub score: f64,
     pub id: EntityId,
+    /// Its (list, slot), for the rerank of a code scan; not compared.
+    pub at: (u32, u32),
 }
 
 impl Ord for Candidate {
@@ -53,6 +57,7 @@ pub(super) fn scan(
         let c = Candidate {
             score: f64::from(dot(v, query)),
             id,
+            at: (0, 0),
         };
         let enters = heap.len() < k || heap.peek().is_some_and(|worst| c < *worst);
         if enters && accept(id) {
@@ -66,33 +71,38 @@ pub(super) fn scan(
     entered
 }
 
-/// Scans `lists` keeping the unfiltered best `pool` candidates, `pool`
-/// being three times `k` over the selectivity `taken / asked` observed so
-/// far, then asks `accept` about them best first, only while one would
-/// enter `heap`. The heap is then the exact filtered top-k of `heap` and
-/// `lists` if it is full and its worst is no worse than the pool's worst,
-/// or if the pool held every candidate: whether it is.
+/// Scans the lists `wanted` by their codes keeping the unfiltered best
+/// `pool` candidates, `pool` being three times `k` over the selectivity
+/// `taken / asked` observed so far, scores the pool exactly, then asks
+/// `accept` about it best first, only while a candidate would enter
+/// `heap` (exact scores). Whether the heap is the filtered top-k of the
+/// pool's lists as far as the codes can tell: the pool held every
+/// candidate, or the heap is full and its worst is no worse than the
+/// pool's worst approximate score (every candidate outside the pool scored
+/// lower still; within the codes' error).
 pub(super) fn pooled(
-    lists: &[&List],
-    query: &[f32],
-    d: usize,
+    search: &CodeSearch<'_>,
+    wanted: &[u32],
     k: usize,
     (asked, taken): (usize, usize),
     heap: &mut BinaryHeap<Candidate>,
     accept: &mut dyn FnMut(EntityId) -> bool,
 ) -> bool {
-    let held: usize = lists.iter().map(|l| l.ids.len()).sum();
+    let held: usize = wanted.iter().map(|&l| search.held(l)).sum();
     let size = k
         .saturating_mul(asked)
         .div_ceil(taken.max(1))
         .saturating_mul(3)
         .min(held);
     let mut pool = BinaryHeap::with_capacity(size + 1);
-    for l in lists {
-        scan(l, query, d, size, &mut pool, &mut |_| true);
+    for &l in wanted {
+        search.scan(l, size, &mut pool, &mut |_| true);
     }
     let floor = (pool.len() < held).then(|| pool.peek().copied()).flatten();
-    for c in pool.into_sorted_vec() {
+    let mut ranked: Vec<Candidate> = pool.iter().map(|c| search.exact(c)).collect();
+    // Best first (the greatest candidate is the worst).
+    ranked.sort_unstable();
+    for c in ranked {
         let enters = heap.len() < k || heap.peek().is_some_and(|worst| c < *worst);
         if !enters {
             break;

@@ -9,6 +9,9 @@
 use std::sync::Arc;
 
 pub mod ann;
+mod ann_codes;
+#[cfg(test)]
+mod ann_codes_tests;
 #[cfg(test)]
 mod ann_measure;
 mod ann_scan;

@@ -21,7 +21,8 @@
 //! (`u32`, increasing), the group centroids and the fine centroids
 //! (`dimension` f32 each); then `lists u32` (at most 1 untrained, the fine
 //! centroid count trained) and per list `count u32` and `count` times
-//! `id u64` + `dimension` f32. Version 1 is `dimension`, then per kind
+//! `id u64` + `dimension` f32 (a trained set's 8-bit codes are not
+//! stored: decode rebuilds them from the vectors). Version 1 is `dimension`, then per kind
 //! `count u32` and the slots: one untrained list. A set decoded from
 //! version 1 trains at its next insert if it is large enough, so replicas
 //! seeded from version 1 snapshots taken at different points may index
@@ -31,6 +32,7 @@ use crate::codec::{DecodeError, Put, Reader};
 use crate::types::{EntityId, EntityKind};
 
 use super::ann::{IndexParams, KindSet, List, MAX_LISTS, Quantizer};
+use super::ann_codes::Codes;
 
 /// Normalizes to unit length in f64 then stores f32; None for a zero
 /// vector, which has no direction (and, defensively, for a non-finite
@@ -177,9 +179,10 @@ impl VectorStore {
     /// score is the f32 dot product as f64. Exact below the index size;
     /// above it, the configured probes of the IVF index, and never fewer
     /// results than the exact answer holds. `accept` is asked only about
-    /// candidates that would enter the current top-k and, above the index
-    /// size, a sample of the best list (`ann`: filtered search). A query of
-    /// the wrong length finds nothing.
+    /// candidates that would enter the current top-k (above the index
+    /// size: the rerank pool, up to `4 k` when it took every sampled id)
+    /// and, above the index size, a sample of the best list (`ann`:
+    /// filtered search). A query of the wrong length finds nothing.
     pub fn top_k(
         &self,
         kind: EntityKind,
@@ -287,6 +290,7 @@ impl VectorStore {
                 let mut list = List {
                     ids: Vec::with_capacity(n),
                     data: Vec::with_capacity(n * d),
+                    codes: Codes::default(),
                 };
                 for _ in 0..n {
                     let id = EntityId(r.u64()?);
@@ -298,6 +302,11 @@ impl VectorStore {
                     for _ in 0..d {
                         list.data.push(r.f32()?);
                     }
+                }
+                // A trained set's codes are a function of its vectors:
+                // rebuilt, not stored.
+                if set.quant.is_some() {
+                    list.codes = Codes::build(&list.data, d);
                 }
                 set.lists.push(list);
             }
