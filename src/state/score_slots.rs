@@ -289,7 +289,14 @@ impl Slots {
     pub(super) fn mirror_from(&mut self, src: &Slots) -> bool {
         if src.log.whole || self.v.len() != src.v.len() {
             self.copy_all();
-            self.v.clone_from(&src.v);
+            if self.v.len() == src.v.len() {
+                self.v.copy_from_slice(&src.v);
+            } else {
+                // A fresh array of exactly the length (as `src` grew its
+                // own): `clone_from` would keep a larger allocation,
+                // amortized growth, a third more capacity than slots.
+                self.v = src.v.clone();
+            }
             return true;
         }
         if *self.copying.get_mut() || self.log.recording {
