@@ -341,14 +341,15 @@ impl View {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        self.published.store(new, Ordering::Release);
-        published();
-        self.bring_up(old, records, change);
+        self.publish(old, records, change, published);
     }
 
-    /// Brings copy `old` (just replaced) up to date: on the catch-up thread
-    /// for a large change, else inline.
-    fn bring_up(&self, old: usize, records: usize, change: SharedChange) {
+    /// Publishes the copy other than `old` (which holds `change`), calls
+    /// `published`, then brings copy `old` up to date: on the catch-up
+    /// thread for a large change, else inline.
+    fn publish(&self, old: usize, records: usize, change: SharedChange, published: impl FnOnce()) {
+        self.published.store(1 - old, Ordering::Release);
+        published();
         let change = if records >= CATCH_UP_MIN_RECORDS {
             self.catch_up.send(Job::CatchUp(old), change)
         } else {
@@ -384,9 +385,7 @@ impl View {
     ) {
         self.catch_up.wait();
         let old = self.published.load(Ordering::Acquire);
-        self.published.store(1 - old, Ordering::Release);
-        published();
-        self.bring_up(old, records, change);
+        self.publish(old, records, change, published);
     }
 
     /// Undoes [`View::apply_early`] (its batch's sync failed): once that

@@ -47,19 +47,20 @@ fn apply_measure() {
                 .collect()
         })
         .collect();
+    let meta = |seq: u64, len: usize| BatchMeta {
+        shard: ShardId(0),
+        first_seqno: SeqNo(seq),
+        epoch: Epoch(1),
+        hlc: Hlc::new(now, 0),
+        record_count: len as u32,
+    };
     for round in 0..3 {
         let mut st = State::new(params.clone());
         let mut seq = 1u64;
-        let t = std::time::Instant::now();
+        let t = Instant::now();
         let mut half = None;
         for (i, b) in batches.iter().enumerate() {
-            let meta = BatchMeta {
-                shard: ShardId(0),
-                first_seqno: SeqNo(seq),
-                epoch: Epoch(1),
-                hlc: Hlc::new(now, 0),
-                record_count: b.len() as u32,
-            };
+            let meta = meta(seq, b.len());
             st.apply_batch(&meta, b);
             seq += b.len() as u64;
             if i == 2999 {
@@ -77,13 +78,7 @@ fn apply_measure() {
         let mut other = st.clone();
         let (mut t_apply, mut t_mirror) = (Duration::ZERO, Duration::ZERO);
         for b in &batches {
-            let meta = BatchMeta {
-                shard: ShardId(0),
-                first_seqno: SeqNo(seq),
-                epoch: Epoch(1),
-                hlc: Hlc::new(now, 0),
-                record_count: b.len() as u32,
-            };
+            let meta = meta(seq, b.len());
             seq += b.len() as u64;
             let change = mirror::Batches::one(meta, b.clone());
             let t = Instant::now();
