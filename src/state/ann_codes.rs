@@ -39,7 +39,7 @@
 use std::collections::BinaryHeap;
 
 use super::ann::List;
-use super::ann_scan::{Candidate, offer};
+use super::ann_scan::Candidate;
 use super::vectors::dot;
 use crate::types::EntityId;
 
@@ -240,7 +240,14 @@ impl<'a> CodeSearch<'a> {
                 id,
                 at: (l, slot as u32),
             };
-            entered |= offer(heap, cap, c, accept);
+            let enters = heap.len() < cap || heap.peek().is_some_and(|worst| c < *worst);
+            if enters && accept(id) {
+                if heap.len() == cap {
+                    heap.pop();
+                }
+                heap.push(c);
+                entered = true;
+            }
         }
         entered
     }
@@ -260,7 +267,13 @@ impl<'a> CodeSearch<'a> {
     pub fn rerank(&self, pool: BinaryHeap<Candidate>, k: usize) -> BinaryHeap<Candidate> {
         let mut heap = BinaryHeap::with_capacity(k + 1);
         for c in pool {
-            offer(&mut heap, k, self.exact(&c), &mut |_| true);
+            let c = self.exact(&c);
+            if heap.len() < k {
+                heap.push(c);
+            } else if heap.peek().is_some_and(|worst| c < *worst) {
+                heap.pop();
+                heap.push(c);
+            }
         }
         heap
     }

@@ -59,29 +59,16 @@ pub(super) fn scan(
             id,
             at: (0, 0),
         };
-        entered |= offer(heap, k, c, accept);
+        let enters = heap.len() < k || heap.peek().is_some_and(|worst| c < *worst);
+        if enters && accept(id) {
+            if heap.len() == k {
+                heap.pop();
+            }
+            heap.push(c);
+            entered = true;
+        }
     }
     entered
-}
-
-/// Offers `c` to `heap`, the best `cap` candidates so far: `accept` is
-/// asked only when it would enter; whether it entered.
-#[inline]
-pub(super) fn offer(
-    heap: &mut BinaryHeap<Candidate>,
-    cap: usize,
-    c: Candidate,
-    accept: &mut dyn FnMut(EntityId) -> bool,
-) -> bool {
-    let enters = heap.len() < cap || heap.peek().is_some_and(|worst| c < *worst);
-    if !(enters && accept(c.id)) {
-        return false;
-    }
-    if heap.len() == cap {
-        heap.pop();
-    }
-    heap.push(c);
-    true
 }
 
 /// Scans the lists `wanted` by their codes keeping the unfiltered best
