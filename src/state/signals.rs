@@ -582,3 +582,5 @@ impl SignalStore {
 mod measure;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod walk_tests;
