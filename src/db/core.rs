@@ -17,6 +17,7 @@ use crate::db::view::View;
 use crate::error::{Result, TidalError};
 use crate::meta::{self, Meta};
 use crate::snapshot;
+use crate::state::replay::replay;
 use crate::state::{EpochEntry, State, StateParams};
 use crate::storage::{Storage, StorageLock, SyncPoint, create_dir_durable};
 use crate::types::{Epoch, Position, SeqNo};
@@ -236,9 +237,7 @@ impl Core {
                 dimension: config.dimension as u32,
             },
         };
-        let (mut wal, log) = Wal::open(log_config, after, &mut |meta, records| {
-            state.apply_batch(meta, records)
-        })?;
+        let (mut wal, log) = replay(&mut state, |apply| Wal::open(log_config, after, apply))?;
         if !config.durability.syncs_each_batch() {
             wal.set_write_behind(config.write_behind_bytes);
         }

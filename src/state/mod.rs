@@ -28,6 +28,9 @@ pub(crate) mod merged;
 pub(crate) mod mirror;
 #[cfg(test)]
 mod mirror_tests;
+pub(crate) mod replay;
+#[cfg(test)]
+mod replay_tests;
 mod score_bitmap;
 mod score_slots;
 mod score_table;

@@ -132,6 +132,37 @@ impl TypeState {
         }
     }
 
+    /// [`SignalStore::add`] on this type.
+    fn add(
+        &mut self,
+        entity: EntityId,
+        weight: f64,
+        at: Timestamp,
+        landmark_half_lives: u32,
+        score_floor: f64,
+    ) {
+        if !weight.is_finite() {
+            debug_assert!(false, "non-finite weight {weight}");
+            return;
+        }
+        if needs_catch_up(at.0.saturating_sub(self.landmark_ms), self.half_life_ms) {
+            self.move_landmark(at.0, landmark_half_lives, score_floor);
+        }
+        let contribution = Pow2::ratio_cached(
+            i128::from(at.0) - i128::from(self.landmark_ms),
+            self.half_life_ms,
+        )
+        .apply(weight);
+        let step = match weight.partial_cmp(&0.0) {
+            Some(Ordering::Greater) => 1,
+            Some(Ordering::Less) => -1,
+            _ => 0,
+        };
+        self.table.upsert(entity, (contribution, step), |s, count| {
+            (saturate(s + contribution), count.saturating_add(step))
+        });
+    }
+
     /// Moves the landmark by the whole periods elapsed up to `time_ms`.
     fn move_landmark(&mut self, time_ms: u64, landmark_half_lives: u32, score_floor: f64) {
         let Some(elapsed_ms) = time_ms.checked_sub(self.landmark_ms) else {
@@ -222,24 +253,13 @@ impl SignalStore {
             debug_assert!(false, "unknown signal type {type_id}");
             return;
         };
-        if !weight.is_finite() {
-            debug_assert!(false, "non-finite weight {weight}");
-            return;
-        }
-        if needs_catch_up(at.0.saturating_sub(t.landmark_ms), t.half_life_ms) {
-            t.move_landmark(at.0, self.landmark_half_lives, self.score_floor);
-        }
-        let contribution =
-            Pow2::ratio_cached(i128::from(at.0) - i128::from(t.landmark_ms), t.half_life_ms)
-                .apply(weight);
-        let step = match weight.partial_cmp(&0.0) {
-            Some(Ordering::Greater) => 1,
-            Some(Ordering::Less) => -1,
-            _ => 0,
-        };
-        t.table.upsert(entity, (contribution, step), |s, count| {
-            (saturate(s + contribution), count.saturating_add(step))
-        });
+        t.add(
+            entity,
+            weight,
+            at,
+            self.landmark_half_lives,
+            self.score_floor,
+        );
     }
 
     /// Starts loading the entry `add(type_id, entity, ..)` will update
@@ -523,51 +543,6 @@ impl SignalStore {
         self.types.iter().map(|t| t.table.capacity()).collect()
     }
 
-    /// Starts a snapshot's copy slice by slice (`ScoreTable::begin_copy`):
-    /// the store as it is now, and for each type whether its slots are
-    /// still to come from [`Self::finish_copy`].
-    pub(crate) fn begin_copy(&self, buffers: Vec<TableBuffer>) -> (SignalStore, Vec<bool>) {
-        let mut buffers = buffers.into_iter();
-        let mut pending = Vec::with_capacity(self.types.len());
-        let types = self
-            .types
-            .iter()
-            .map(|t| {
-                let (table, copying) = t.table.begin_copy(buffers.next().unwrap_or_default());
-                pending.push(copying);
-                TypeState {
-                    half_life_ms: t.half_life_ms,
-                    period_ms: t.period_ms,
-                    landmark_ms: t.landmark_ms,
-                    table,
-                }
-            })
-            .collect();
-        let store = SignalStore {
-            types,
-            landmark_half_lives: self.landmark_half_lives,
-            score_floor: self.score_floor,
-        };
-        (store, pending)
-    }
-
-    /// Copies about one more slice of a copy under way; whether any is
-    /// left.
-    pub(crate) fn copy_step(&self) -> bool {
-        self.types.iter().any(|t| t.table.copy_step())
-    }
-
-    /// Completes `into` with the copied slots of the types `pending` marks;
-    /// false when one is missing (the state was replaced meanwhile).
-    pub(crate) fn finish_copy(&self, into: &mut SignalStore, pending: &[bool]) -> bool {
-        let mut whole = true;
-        for ((t, into), &p) in self.types.iter().zip(&mut into.types).zip(pending) {
-            // Every table's copy is ended, also after one was found missing.
-            whole &= !p || t.table.finish_copy(&mut into.table);
-        }
-        whole && self.types.len() == into.types.len()
-    }
-
     /// Estimated heap bytes, for status: each table by capacity, with its
     /// bucket heads and bitmap.
     pub fn approx_bytes(&self) -> usize {
@@ -578,8 +553,11 @@ impl SignalStore {
     }
 }
 
+mod copy;
 #[cfg(test)]
 mod measure;
+mod parallel;
+pub(crate) use parallel::RunBatch;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -1,0 +1,136 @@
+//! Recovery's replay of the log after the snapshot, with the signal types
+//! applied side by side.
+//!
+//! Replay is one apply per record, each a few cache misses in a table far
+//! larger than the cache, on one thread (W7: 2.8-3.3M records/s in
+//! `examples/ingest_probe replay`, a profile two-thirds apply). Here
+//! consecutive batches made of signals only apply as a run of up to
+//! [`RUN_RECORDS`] records with one thread per type
+//! (`SignalStore::add_run`); any other batch applies as usual, after the
+//! run before it. Sessions and idempotency keys
+//! expire at each batch's log time as `apply_batch` would have (signals
+//! touch neither), and the applied position and last HLC end where the
+//! last batch puts them. The state after a replay is bit for bit the one
+//! batch-by-batch applies give (`state::replay_tests`).
+//!
+//! The log is read and decoded on the opening thread while another applies
+//! what it read, so that decoding (a quarter of a one-thread replay)
+//! overlaps the apply too.
+
+use std::sync::{Mutex, PoisonError};
+
+use crate::state::State;
+use crate::state::signals::RunBatch;
+use crate::types::Position;
+use crate::wal::format::BatchMeta;
+use crate::wal::record::Record;
+
+/// Records the reading side gathers before it hands them over, and a run
+/// applies at most at once: enough that starting the type threads (tens
+/// of microseconds) is noise, little enough memory (a few MiB of records,
+/// two chunks in the channel and one being applied).
+const RUN_RECORDS: usize = 64 * 1024;
+
+/// Most threads a run applies on, whatever the types.
+const MAX_TYPE_THREADS: usize = 8;
+
+/// A chunk of the log handed from the reading side to the applying side.
+type Chunk = Vec<(BatchMeta, Vec<Record>)>;
+
+/// Runs `scan` (which reads the log and calls its argument with each
+/// batch, in order) while another thread applies the batches to `state`,
+/// runs of signal-only batches one thread per type; returns what `scan`
+/// returns once every batch it passed is applied. With one core it
+/// applies each batch as `scan` passes it, as `apply_batch`.
+pub(crate) fn replay<R>(
+    state: &mut State,
+    scan: impl FnOnce(&mut dyn FnMut(&BatchMeta, &[Record])) -> R,
+) -> R {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores == 1 {
+        return scan(&mut |meta, records| state.apply_batch(meta, records));
+    }
+    let threads = state.signals.type_count().clamp(1, MAX_TYPE_THREADS);
+    // Where the applying thread takes the state from, and this one takes
+    // it back when that thread cannot be started.
+    let slot = Mutex::new(Some(state));
+    let take = || slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
+        let applier = std::thread::Builder::new()
+            .name("tidal-replay".into())
+            .spawn_scoped(s, move || {
+                if let Some(state) = take() {
+                    for chunk in rx {
+                        apply_chunk(state, chunk, threads);
+                    }
+                }
+            });
+        if let Err(e) = applier {
+            tracing::warn!(error = %e, "no replay thread; replaying on this one");
+            let Some(state) = take() else {
+                unreachable!("the state is taken only by the thread not started");
+            };
+            return scan(&mut |meta, records| state.apply_batch(meta, records));
+        }
+        let mut chunk: Chunk = Vec::new();
+        let mut records = 0;
+        let out = scan(&mut |meta, batch| {
+            chunk.push((*meta, batch.to_vec()));
+            records += batch.len().max(1);
+            if records >= RUN_RECORDS {
+                records = 0;
+                // The applying side only goes away by panicking, which
+                // the scope passes on when it ends.
+                let _ = tx.send(std::mem::take(&mut chunk));
+            }
+        });
+        if !chunk.is_empty() {
+            let _ = tx.send(chunk);
+        }
+        out
+    })
+}
+
+/// Applies a chunk: each run of signal-only batches with `add_run`, every
+/// other batch with `apply_batch`, in log order.
+fn apply_chunk(state: &mut State, chunk: Chunk, threads: usize) {
+    let mut start = 0;
+    while start < chunk.len() {
+        let signals_only = |(_, records): &(BatchMeta, Vec<Record>)| {
+            records.iter().all(|r| matches!(r, Record::Signal { .. }))
+        };
+        let end = start
+            + chunk[start..]
+                .iter()
+                .take_while(|b| signals_only(b))
+                .count();
+        if end == start {
+            let (meta, records) = &chunk[start];
+            state.apply_batch(meta, records);
+            start += 1;
+            continue;
+        }
+        apply_run(state, &chunk[start..end], threads);
+        start = end;
+    }
+}
+
+/// Applies signal-only batches as `apply_batch` on each in turn would.
+fn apply_run(state: &mut State, run: &[(BatchMeta, Vec<Record>)], threads: usize) {
+    let Some((last, _)) = run.last() else {
+        return;
+    };
+    let applied = Position::new(last.epoch, last.last_seqno());
+    let mut hlc = last.hlc;
+    let mut batches: Vec<RunBatch<'_>> = Vec::with_capacity(run.len());
+    for (meta, records) in run {
+        let log_ms = meta.hlc.physical_ms();
+        state.expire(log_ms);
+        hlc = hlc.max(meta.hlc);
+        batches.push((log_ms, records));
+    }
+    state.signals.add_run(&batches, threads);
+    state.applied = applied;
+    state.last_hlc = state.last_hlc.max(hlc);
+}
