@@ -86,7 +86,11 @@
 //! through the [`storage::Storage`] seam; [`SimStorage`] simulates crashes
 //! that lose unsynced writes and injects faults. [`inspect`] verifies a
 //! data directory read-only (every checksum, torn tails, damage by file and
-//! offset): the API behind `examples/inspect.rs`.
+//! offset): the API behind `examples/inspect.rs`. Decision: recovery
+//! replays the log after the snapshot on two threads, one reading and
+//! decoding, one applying, with runs of signal-only batches applied one
+//! thread per signal type; the state is bit for bit the batch-by-batch
+//! one (`state::replay`).
 //!
 //! Checkpoints (`checkpoint`, and in the background every
 //! `Config::snapshot_every_bytes` of log) keep writes flowing. Decision:

@@ -7,10 +7,9 @@
 //! consecutive batches made of signals only apply as a run of up to
 //! [`RUN_RECORDS`] records with one thread per type
 //! (`SignalStore::add_run`); any other batch applies as usual, after the
-//! run before it. Sessions and idempotency keys
-//! expire at each batch's log time as `apply_batch` would have (signals
-//! touch neither), and the applied position and last HLC end where the
-//! last batch puts them. The state after a replay is bit for bit the one
+//! run before it. Sessions and idempotency keys expire at each batch's log
+//! time as `apply_batch` would have (signals touch neither), and the
+//! applied position and last HLC end where the last batch puts them. The state after a replay is bit for bit the one
 //! batch-by-batch applies give (`state::replay_tests`).
 //!
 //! The log is read and decoded on the opening thread while another applies

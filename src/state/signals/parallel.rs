@@ -5,7 +5,7 @@
 //! side: each type sees the same calls in the same order as a batch-by-
 //! batch apply makes (its landmark moved at each batch's log time, then
 //! its signals of that batch in log order), and so ends bit for bit the
-//! same (`state::replay` tests this). Recovery uses it for the log after
+//! same (`state::replay_tests`). Recovery uses it for the log after
 //! the snapshot, the one place where many batches apply with nobody
 //! waiting for any one of them.
 
@@ -22,8 +22,8 @@ pub(crate) type RunBatch<'a> = (u64, &'a [Record]);
 impl SignalStore {
     /// Applies `run` as `advance_landmarks` then `add` of each signal,
     /// batch after batch, would; on up to `threads` threads (this one
-    /// included), each taking whole types. Records other than signals are skipped: the caller
-    /// passes none.
+    /// included), each taking whole types. Records other than signals are
+    /// skipped: the caller passes none.
     pub(crate) fn add_run(&mut self, run: &[RunBatch<'_>], threads: usize) {
         let (lh, floor) = (self.landmark_half_lives, self.score_floor);
         let helpers = threads.min(self.types.len()).saturating_sub(1);
