@@ -5,7 +5,7 @@
 //! larger than the cache, on one thread (W7: 2.8-3.3M records/s in
 //! `examples/ingest_probe replay`, a profile two-thirds apply). Here
 //! consecutive batches made of signals only apply as a run of up to
-//! [`RUN_RECORDS`] records with one thread per type
+//! [`CHUNK_BYTES`] of records with one thread per type
 //! (`SignalStore::add_run`); any other batch applies as usual, after the
 //! run before it. Sessions and idempotency keys expire at each batch's log
 //! time as `apply_batch` would have (signals touch neither), and the
@@ -24,11 +24,24 @@ use crate::types::Position;
 use crate::wal::format::BatchMeta;
 use crate::wal::record::Record;
 
-/// Records the reading side gathers before it hands them over, and a run
-/// applies at most at once: enough that starting the type threads (tens
-/// of microseconds) is noise, little enough memory (a few MiB of records,
-/// two chunks in the channel and one being applied).
-const RUN_RECORDS: usize = 64 * 1024;
+/// Bytes of records (about: [`approx_bytes`]) the reading side gathers
+/// before it hands them over, and so the most a run applies at once: some
+/// 60,000 signals, enough that starting the type threads (tens of
+/// microseconds) is noise, and little memory (two chunks in the channel
+/// and one being applied), also when the records are embeddings.
+pub(super) const CHUNK_BYTES: usize = 4 << 20;
+
+/// A record's size in a chunk, its heap parts included.
+pub(super) fn approx_bytes(record: &Record) -> usize {
+    let heap = match record {
+        Record::Upsert { fields, .. } => fields.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        Record::Embedding { vector, .. } => vector.len() * size_of::<f32>(),
+        Record::IdempotencyKey { key, .. } => key.len(),
+        Record::Reconciled { record, .. } => approx_bytes(record),
+        _ => 0,
+    };
+    size_of::<Record>() + heap
+}
 
 /// Most threads a run applies on, whatever the types.
 const MAX_TYPE_THREADS: usize = 8;
@@ -73,12 +86,12 @@ pub(crate) fn replay<R>(
             return scan(&mut |meta, records| state.apply_batch(meta, records));
         }
         let mut chunk: Chunk = Vec::new();
-        let mut records = 0;
+        let mut bytes = 0;
         let out = scan(&mut |meta, batch| {
             chunk.push((*meta, batch.to_vec()));
-            records += batch.len().max(1);
-            if records >= RUN_RECORDS {
-                records = 0;
+            bytes += size_of::<BatchMeta>() + batch.iter().map(approx_bytes).sum::<usize>();
+            if bytes >= CHUNK_BYTES {
+                bytes = 0;
                 // The applying side only goes away by panicking, which
                 // the scope passes on when it ends.
                 let _ = tx.send(std::mem::take(&mut chunk));

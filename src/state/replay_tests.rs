@@ -9,7 +9,7 @@
 
 use proptest::prelude::*;
 
-use super::replay::replay;
+use super::replay::{CHUNK_BYTES, approx_bytes, replay};
 use super::*;
 use crate::crdt::hlc::Hlc;
 use crate::types::{EntityId, EntityKind, Epoch, SeqNo, SessionId, ShardId, Timestamp, UserId};
@@ -154,7 +154,7 @@ proptest! {
     }
 }
 
-/// Past one chunk (`RUN_RECORDS`): runs that span chunks, many landmark
+/// Past one chunk (`CHUNK_BYTES`): runs that span chunks, many landmark
 /// moves, and a table that grows many times.
 #[test]
 fn a_long_log_replays_to_the_same_state() {
@@ -175,6 +175,10 @@ fn a_long_log_replays_to_the_same_state() {
         })
         .collect();
     let log = log(&steps);
-    assert!(log.iter().map(|(_, r)| r.len()).sum::<usize>() > 2 * 64 * 1024);
+    let bytes: usize = log
+        .iter()
+        .flat_map(|(_, r)| r.iter().map(approx_bytes))
+        .sum();
+    assert!(bytes > 2 * CHUNK_BYTES, "{bytes} bytes");
     check(&log);
 }
