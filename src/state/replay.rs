@@ -46,8 +46,30 @@ pub(super) fn approx_bytes(record: &Record) -> usize {
 /// Most threads a run applies on, whatever the types.
 const MAX_TYPE_THREADS: usize = 8;
 
-/// A chunk of the log handed from the reading side to the applying side.
-type Chunk = Vec<(BatchMeta, Vec<Record>)>;
+/// A chunk of the log handed from the reading side to the applying side:
+/// its records in one array, and each batch with the end of its records.
+/// The applying side sends emptied chunks back, so the reading side fills
+/// the same memory again. A chunk of one array per batch, allocated fresh,
+/// had the reading thread at 31% of `ingest_probe replay`'s samples, a
+/// third of it page faults; this at 23% (3.7-4.1M -> 4.0-4.3M records/s,
+/// alternating builds).
+#[derive(Default)]
+struct Chunk {
+    batches: Vec<(BatchMeta, usize)>,
+    records: Vec<Record>,
+}
+
+impl Chunk {
+    /// The chunk's batches with their records.
+    fn iter(&self) -> impl Iterator<Item = (&BatchMeta, &[Record])> {
+        let mut start = 0;
+        self.batches.iter().map(move |(meta, end)| {
+            let records = self.records.get(start..*end).unwrap_or_default();
+            start = *end;
+            (meta, records)
+        })
+    }
+}
 
 /// Runs `scan` (which reads the log and calls its argument with each
 /// batch, in order) while another thread applies the batches to `state`,
@@ -69,12 +91,17 @@ pub(crate) fn replay<R>(
     let take = || slot.lock().unwrap_or_else(PoisonError::into_inner).take();
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Chunk>();
         let applier = std::thread::Builder::new()
             .name("tidal-replay".into())
             .spawn_scoped(s, move || {
                 if let Some(state) = take() {
-                    for chunk in rx {
-                        apply_chunk(state, chunk, threads);
+                    for mut chunk in rx {
+                        apply_chunk(state, &chunk, threads);
+                        chunk.batches.clear();
+                        chunk.records.clear();
+                        // The reading side may be done: then it is dropped.
+                        let _ = back_tx.send(chunk);
                     }
                 }
             });
@@ -85,19 +112,21 @@ pub(crate) fn replay<R>(
             };
             return scan(&mut |meta, records| state.apply_batch(meta, records));
         }
-        let mut chunk: Chunk = Vec::new();
+        let mut chunk = Chunk::default();
         let mut bytes = 0;
         let out = scan(&mut |meta, batch| {
-            chunk.push((*meta, batch.to_vec()));
+            chunk.records.extend_from_slice(batch);
+            chunk.batches.push((*meta, chunk.records.len()));
             bytes += size_of::<BatchMeta>() + batch.iter().map(approx_bytes).sum::<usize>();
             if bytes >= CHUNK_BYTES {
                 bytes = 0;
+                let next = back_rx.try_recv().unwrap_or_default();
                 // The applying side only goes away by panicking, which
                 // the scope passes on when it ends.
-                let _ = tx.send(std::mem::take(&mut chunk));
+                let _ = tx.send(std::mem::replace(&mut chunk, next));
             }
         });
-        if !chunk.is_empty() {
+        if !chunk.batches.is_empty() {
             let _ = tx.send(chunk);
         }
         out
@@ -106,30 +135,24 @@ pub(crate) fn replay<R>(
 
 /// Applies a chunk: each run of signal-only batches with `add_run`, every
 /// other batch with `apply_batch`, in log order.
-fn apply_chunk(state: &mut State, chunk: Chunk, threads: usize) {
-    let mut start = 0;
-    while start < chunk.len() {
-        let signals_only = |(_, records): &(BatchMeta, Vec<Record>)| {
-            records.iter().all(|r| matches!(r, Record::Signal { .. }))
-        };
-        let end = start
-            + chunk[start..]
-                .iter()
-                .take_while(|b| signals_only(b))
-                .count();
-        if end == start {
-            let (meta, records) = &chunk[start];
-            state.apply_batch(meta, records);
-            start += 1;
+fn apply_chunk(state: &mut State, chunk: &Chunk, threads: usize) {
+    let signals_only =
+        |records: &[Record]| records.iter().all(|r| matches!(r, Record::Signal { .. }));
+    let mut run: Vec<(&BatchMeta, &[Record])> = Vec::new();
+    for (meta, records) in chunk.iter() {
+        if signals_only(records) {
+            run.push((meta, records));
             continue;
         }
-        apply_run(state, &chunk[start..end], threads);
-        start = end;
+        apply_run(state, &run, threads);
+        run.clear();
+        state.apply_batch(meta, records);
     }
+    apply_run(state, &run, threads);
 }
 
 /// Applies signal-only batches as `apply_batch` on each in turn would.
-fn apply_run(state: &mut State, run: &[(BatchMeta, Vec<Record>)], threads: usize) {
+fn apply_run(state: &mut State, run: &[(&BatchMeta, &[Record])], threads: usize) {
     let Some((last, _)) = run.last() else {
         return;
     };
