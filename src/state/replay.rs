@@ -9,8 +9,9 @@
 //! (`SignalStore::add_run`); any other batch applies as usual, after the
 //! run before it. Sessions and idempotency keys expire at each batch's log
 //! time as `apply_batch` would have (signals touch neither), and the
-//! applied position and last HLC end where the last batch puts them. The state after a replay is bit for bit the one
-//! batch-by-batch applies give (`state::replay_tests`).
+//! applied position and last HLC end where the last batch puts them. The
+//! state after a replay is bit for bit the one batch-by-batch applies give
+//! (`state::replay_tests`).
 //!
 //! The log is read and decoded on the opening thread while another applies
 //! what it read, so that decoding (a quarter of a one-thread replay)
@@ -25,10 +26,11 @@ use crate::wal::format::BatchMeta;
 use crate::wal::record::Record;
 
 /// Bytes of records (about: [`approx_bytes`]) the reading side gathers
-/// before it hands them over, and so the most a run applies at once: some
-/// 60,000 signals, enough that starting the type threads (tens of
-/// microseconds) is noise, and little memory (two chunks in the channel
-/// and one being applied), also when the records are embeddings.
+/// before it hands them over, and so the most a run applies at once: about
+/// 75,000 signals, enough that starting the type threads (tens of
+/// microseconds) is noise, and little memory (at most four chunks: one
+/// filling, two in the channel, one being applied), also when the records
+/// are embeddings.
 pub(super) const CHUNK_BYTES: usize = 4 << 20;
 
 /// A record's size in a chunk, its heap parts included.
