@@ -155,6 +155,12 @@ impl WriteBatch {
     }
 
     /// Adds a signal.
+    // Inlined into the caller's crate: a batch is built by moving it
+    // through this call once per signal, and as a call those moves of the
+    // whole `WriteBatch` were half the cost of building 1,000 signals (42
+    // against 20-21 us a batch, built and dropped, in a loop like
+    // `examples/compare`'s W1).
+    #[inline]
     pub fn signal(
         mut self,
         signal_type: &str,
@@ -244,6 +250,8 @@ impl WriteBatch {
     }
 
     /// Records a session event.
+    // Inlined as `signal` is, for the same reason.
+    #[inline]
     pub fn record_session_event(
         mut self,
         session: SessionId,
