@@ -4,9 +4,7 @@
 //! buckets, growth, deletes and a landmark move.
 
 use super::*;
-use crate::crdt::hlc::Hlc;
-use crate::types::{EntityId, EntityKind, Epoch, SeqNo, ShardId, Timestamp};
-use crate::wal::format::BatchMeta;
+use crate::types::{EntityId, EntityKind, Timestamp};
 use crate::wal::record::Record;
 
 fn params() -> StateParams {
@@ -40,13 +38,7 @@ fn batch(st: &mut State, n: u64, seq: &mut u64) {
             id: EntityId(n * 3),
         });
     }
-    let meta = BatchMeta {
-        shard: ShardId(0),
-        first_seqno: SeqNo(*seq),
-        epoch: Epoch(1),
-        hlc: Hlc::new(ms, 0),
-        record_count: records.len() as u32,
-    };
+    let meta = test_meta(*seq, ms, &records);
     st.apply_batch(&meta, &records);
     *seq += records.len() as u64;
 }

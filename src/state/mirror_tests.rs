@@ -9,9 +9,7 @@ use proptest::prelude::*;
 
 use super::mirror::Batches;
 use super::*;
-use crate::crdt::hlc::Hlc;
-use crate::types::{EntityId, EntityKind, Epoch, SeqNo, ShardId, Timestamp};
-use crate::wal::format::BatchMeta;
+use crate::types::{EntityId, EntityKind, Timestamp};
 use crate::wal::record::Record;
 
 fn params() -> StateParams {
@@ -71,13 +69,7 @@ fn change(step: &Step, ms: u64, seq: &mut u64) -> Batches {
             id: EntityId(id),
         });
     }
-    let meta = BatchMeta {
-        shard: ShardId(0),
-        first_seqno: SeqNo(*seq),
-        epoch: Epoch(1),
-        hlc: Hlc::new(ms, 0),
-        record_count: records.len() as u32,
-    };
+    let meta = test_meta(*seq, ms, &records);
     *seq += records.len().max(1) as u64;
     Batches::one(meta, records)
 }

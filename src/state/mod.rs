@@ -123,6 +123,19 @@ pub(crate) struct PartialCopy {
     pending: Vec<bool>,
 }
 
+/// The header of a test batch of `records` at log time `ms` (shard 0,
+/// epoch 1), numbered from `first_seqno`.
+#[cfg(test)]
+pub(crate) fn test_meta(first_seqno: u64, ms: u64, records: &[Record]) -> BatchMeta {
+    BatchMeta {
+        shard: crate::types::ShardId(0),
+        first_seqno: SeqNo(first_seqno),
+        epoch: Epoch(1),
+        hlc: Hlc::new(ms, 0),
+        record_count: records.len() as u32,
+    }
+}
+
 /// Records whose entries `apply_batch` touches before applying them: about
 /// as many misses as a core keeps in flight, with their lines still cached
 /// when the window's upserts reach them.

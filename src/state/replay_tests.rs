@@ -11,8 +11,7 @@ use proptest::prelude::*;
 
 use super::replay::{CHUNK_BYTES, approx_bytes, replay};
 use super::*;
-use crate::crdt::hlc::Hlc;
-use crate::types::{EntityId, EntityKind, Epoch, SeqNo, SessionId, ShardId, Timestamp, UserId};
+use crate::types::{EntityId, EntityKind, SessionId, Timestamp, UserId};
 use crate::wal::format::BatchMeta;
 use crate::wal::record::Record;
 
@@ -109,13 +108,7 @@ fn log(steps: &[Step]) -> Vec<(BatchMeta, Vec<Record>)> {
                 merged: false,
             },
         }));
-        let meta = BatchMeta {
-            shard: ShardId(0),
-            first_seqno: SeqNo(seq),
-            epoch: Epoch(1),
-            hlc: Hlc::new(ms, 0),
-            record_count: records.len() as u32,
-        };
+        let meta = test_meta(seq, ms, &records);
         seq += records.len() as u64;
         out.push((meta, records));
     }
