@@ -419,7 +419,7 @@ impl<R: Role> ShardedDb<R> {
             })
             .collect();
 
-        let key = batch.idempotency_key;
+        let (key, names) = (batch.idempotency_key, batch.names);
         let mut opened: HashMap<SessionId, usize> = HashMap::new();
         let mut parts: BTreeMap<usize, Vec<Op>> = BTreeMap::new();
         for op in batch.ops {
@@ -456,7 +456,7 @@ impl<R: Role> ShardedDb<R> {
                 let owner = self.index_of(entity.0);
                 if owner != home {
                     parts.entry(owner).or_default().push(Op::Signal {
-                        signal_type: signal_type.clone(),
+                        signal_type: *signal_type,
                         entity: *entity,
                         weight: *weight,
                         at: *at,
@@ -467,7 +467,8 @@ impl<R: Role> ShardedDb<R> {
         }
         let mut written = Vec::with_capacity(parts.len());
         for (i, ops) in parts {
-            let pos = self.shards[i].write(WriteBatch::from_ops(ops, key.clone()))?;
+            let pos =
+                self.shards[i].write(WriteBatch::from_ops(ops, names.clone(), key.clone()))?;
             written.push((shard_id(i), pos));
         }
         Ok(written)

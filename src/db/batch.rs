@@ -5,11 +5,15 @@ use std::sync::Arc;
 
 use crate::types::{EntityId, EntityKind, SessionId, Timestamp, UserId};
 
+/// A signal type name of a batch: its index in the batch's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Name(pub(crate) u32);
+
 /// One write of a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Op {
     Signal {
-        signal_type: Arc<str>,
+        signal_type: Name,
         entity: EntityId,
         weight: f64,
         at: Timestamp,
@@ -37,7 +41,7 @@ pub(crate) enum Op {
     SessionEvent {
         session: SessionId,
         entity: EntityId,
-        signal_type: Arc<str>,
+        signal_type: Name,
         weight: f64,
         at: Timestamp,
     },
@@ -82,12 +86,16 @@ pub(crate) enum Op {
 pub struct WriteBatch {
     pub(crate) ops: Vec<Op>,
     pub(crate) idempotency_key: Option<Vec<u8>>,
-    /// Signal type names this batch used, shared by its ops: a batch of
-    /// 1,000 signals of a few types allocated 1,000 strings before.
-    names: Vec<Arc<str>>,
+    /// The signal type names the ops name by index ([`Name`]): a batch of
+    /// 1,000 signals of a few types holds a few strings, and validation
+    /// resolves each name once per batch, not once per signal (an `Arc`
+    /// per op before: its count changed twice per signal, and the name was
+    /// looked up per signal; see `Prepare::ops`).
+    pub(crate) names: Vec<Arc<str>>,
 }
 
-/// Distinct signal type names a batch shares; more are allocated per op.
+/// The newest distinct names a batch looks through before it adds a name;
+/// a batch of more distinct names than this may hold one twice.
 const SHARED_NAMES: usize = 16;
 
 impl WriteBatch {
@@ -96,25 +104,38 @@ impl WriteBatch {
         WriteBatch::default()
     }
 
-    /// A batch of `ops` (a shard's part of a sharded batch).
-    pub(crate) fn from_ops(ops: Vec<Op>, idempotency_key: Option<Vec<u8>>) -> WriteBatch {
+    /// A batch of `ops` naming signal types in `names` (a shard's part of
+    /// a sharded batch).
+    pub(crate) fn from_ops(
+        ops: Vec<Op>,
+        names: Vec<Arc<str>>,
+        idempotency_key: Option<Vec<u8>>,
+    ) -> WriteBatch {
         WriteBatch {
             ops,
             idempotency_key,
-            names: Vec::new(),
+            names,
         }
     }
 
-    /// `name` as an `Arc<str>` shared with the batch's earlier ops.
-    fn name(&mut self, name: &str) -> Arc<str> {
-        if let Some(n) = self.names.iter().find(|n| &***n == name) {
-            return Arc::clone(n);
-        }
-        let n: Arc<str> = Arc::from(name);
-        if self.names.len() < SHARED_NAMES {
-            self.names.push(Arc::clone(&n));
-        }
-        n
+    /// The index of `name` in the batch's names, added if it is not among
+    /// the newest [`SHARED_NAMES`].
+    #[inline]
+    fn name(&mut self, name: &str) -> Name {
+        let from = self.names.len().saturating_sub(SHARED_NAMES);
+        let found = self.names[from..]
+            .iter()
+            .rposition(|n| n.len() == name.len() && **n == *name);
+        let i = match found {
+            Some(i) => from + i,
+            None => {
+                self.names.push(Arc::from(name));
+                self.names.len() - 1
+            }
+        };
+        // At most one name per op, and ops are counted in `usize`: a batch
+        // of 2^32 names is refused as too large long before.
+        Name(i as u32)
     }
 
     /// Sets the batch's idempotency key (1 to
@@ -289,4 +310,56 @@ pub(crate) fn owned_fields(fields: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The name each signal op of `b` holds, read through the batch's names.
+    fn names_of(b: &WriteBatch) -> Vec<&str> {
+        b.ops
+            .iter()
+            .map(|op| match op {
+                Op::Signal { signal_type, .. } | Op::SessionEvent { signal_type, .. } => {
+                    &*b.names[signal_type.0 as usize]
+                }
+                _ => "-",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_few_types_are_held_once_each() {
+        let at = Timestamp(1);
+        let mut b = WriteBatch::new();
+        let mut want = Vec::new();
+        for i in 0..300u64 {
+            let t = ["view", "like", "skip"][(i % 3) as usize];
+            b = b.signal(t, EntityId(i), 1.0, at);
+            want.push(t);
+        }
+        b = b.record_session_event(SessionId(1), EntityId(1), "like", 1.0, at);
+        want.push("like");
+        assert_eq!(b.names.len(), 3);
+        assert_eq!(names_of(&b), want);
+    }
+
+    #[test]
+    fn many_distinct_names_each_resolve_to_their_own() {
+        // More names than the batch looks through: 30 new ones, then the
+        // newest five again (found past the first names), then the oldest
+        // again (held twice), and every op names what it was given.
+        let at = Timestamp(1);
+        let order = (0..30).chain((0..20).map(|i| 25 + i % 5)).chain(0..3);
+        let mut b = WriteBatch::new();
+        let mut want = Vec::new();
+        for (e, n) in order.enumerate() {
+            let t = format!("type-{n}");
+            b = b.signal(&t, EntityId(e as u64), 1.0, at);
+            want.push(t);
+        }
+        assert_eq!(b.names.len(), 33);
+        assert_eq!(names_of(&b), want);
+    }
 }

@@ -20,6 +20,7 @@ pub(crate) mod core;
 mod idem;
 mod maintenance;
 mod metrics;
+pub(crate) mod overlay;
 mod read;
 mod read_view;
 mod restore;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::config::{Durability, duration_ms};
 use crate::crdt::hlc::Hlc;
 use crate::db::core::Core;
-use crate::db::validate::Overlay;
+use crate::db::overlay::Overlay;
 use crate::db::view::{CATCH_UP_MIN_RECORDS, SharedChange};
 use crate::error::{Result, TidalError};
 use crate::state::mirror::Batches;

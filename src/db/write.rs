@@ -105,7 +105,7 @@ impl Core {
     }
 
     pub(crate) fn write(self: &Arc<Self>, batch: WriteBatch) -> Result<Position> {
-        let records = self.prepare.ops(batch.ops)?;
+        let records = self.prepare.ops(batch.ops, &batch.names)?;
         let idem = match batch.idempotency_key {
             Some(key) => {
                 self.prepare.idempotency_key(&key)?;
