@@ -29,6 +29,9 @@ enum Fault {
     /// while it syncs (`View::apply_early`).
     SyncDataLargeBatch,
     Write,
+    /// The write of a large batch, whose apply (unpublished) starts
+    /// before the batch is written.
+    WriteLargeBatch,
     DiskFull,
 }
 
@@ -81,7 +84,7 @@ fn is_poisoned_by(r: tidal::Result<tidal::Position>, cause: &str, what: &str) {
 
 fn run(fault: Fault, crash: bool) {
     let what = format!("{fault:?}, crash {crash}");
-    let large = matches!(fault, Fault::SyncDataLargeBatch);
+    let large = matches!(fault, Fault::SyncDataLargeBatch | Fault::WriteLargeBatch);
     let sim = SimStorage::new();
     let db = open(&sim, large);
     let at = Timestamp(NOW);
@@ -110,6 +113,13 @@ fn run(fault: Fault, crash: bool) {
         Fault::Write => {
             sim.fail_next(FaultKind::Write, ".seg");
             db.signal("like", IN_FLIGHT, 1.0, at)
+        }
+        Fault::WriteLargeBatch => {
+            sim.fail_next(FaultKind::Write, ".seg");
+            let batch = (0..LARGE).fold(WriteBatch::new(), |b, _| {
+                b.signal("like", IN_FLIGHT, 1.0, at)
+            });
+            db.write(batch)
         }
         Fault::DiskFull => {
             // Writes into the pre-allocated segment still succeed (and are
@@ -195,11 +205,7 @@ fn run(fault: Fault, crash: bool) {
         assert_eq!(in_flight, 0, "{what}");
     } else {
         // Its outcome was unknown: either way is allowed, nothing else.
-        let whole = if matches!(fault, Fault::SyncDataLargeBatch) {
-            LARGE
-        } else {
-            1
-        };
+        let whole = if large { LARGE } else { 1 };
         assert!(in_flight == 0 || in_flight == whole, "{what}: {in_flight}");
     }
     assert_eq!(db.session(SessionId(1)).unwrap().event_count, 0, "{what}");
@@ -233,6 +239,12 @@ fn a_failed_sync_of_a_large_batch_poisons_until_reopen() {
 fn a_failed_write_poisons_until_reopen() {
     run(Fault::Write, false);
     run(Fault::Write, true);
+}
+
+#[test]
+fn a_failed_write_of_a_large_batch_poisons_until_reopen() {
+    run(Fault::WriteLargeBatch, false);
+    run(Fault::WriteLargeBatch, true);
 }
 
 #[test]

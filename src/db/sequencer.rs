@@ -200,19 +200,24 @@ impl Committer {
             hlc,
             record_count: records.len() as u32,
         };
-        self.buf.clear();
-        encode_batch(&meta, &records, &mut self.buf);
-        if let Err(e) = self.wal.append(&meta, &self.buf) {
-            return Err(self.poison(&e));
-        }
-        self.last_appended = Position::new(meta.epoch, meta.last_seqno());
         let count = records.len();
-        let change: SharedChange = Arc::new(Batches::one(meta, records));
+        let batch = Arc::new(Batches::one(meta, records));
+        let change: SharedChange = batch.clone();
         let syncs = self.durability.syncs_each_batch();
         // A large batch that waits for its sync is applied meanwhile, to
         // the copy readers do not see, and published after the sync
-        // returned (`View::apply_early`).
+        // returned (`View::apply_early`). The apply starts before the
+        // batch is encoded and written, which it does not need.
         let early = syncs && count >= CATCH_UP_MIN_RECORDS && core.view.apply_early(&change);
+        self.buf.clear();
+        encode_batch(&meta, batch.first_records(), &mut self.buf);
+        if let Err(e) = self.wal.append(&meta, &self.buf) {
+            if early {
+                core.view.discard_early();
+            }
+            return Err(self.poison(&e));
+        }
+        self.last_appended = Position::new(meta.epoch, meta.last_seqno());
         if syncs && let Err(e) = self.sync(core) {
             if early {
                 core.view.discard_early();

@@ -57,6 +57,12 @@ impl Batches {
         Batches::new(vec![(meta, records)])
     }
 
+    /// The records of the first batch (of the only one, for
+    /// [`Batches::one`]).
+    pub(crate) fn first_records(&self) -> &[Record] {
+        self.batches.first().map_or(&[], |(_, records)| records)
+    }
+
     /// Applies the batches to the copy about to be published, noting the
     /// score-table writes when [`Self::mirror`] will use them.
     pub(crate) fn apply(&self, state: &mut State) {
