@@ -89,12 +89,7 @@ fn single(mode: &str) {
         config.write_behind_bytes = 256 << 10;
     }
     let db = TidalDb::open(config).unwrap();
-    // A third argument `zipf` draws W1's entities (Zipf) instead.
-    let dist = match std::env::args().nth(3).as_deref() {
-        Some("zipf") => common::Dist::Zipf,
-        _ => common::Dist::Uniform,
-    };
-    let pool = common::ids(dist, 1 << 20, 11);
+    let pool = common::ids(common::Dist::Uniform, 1 << 20, 11);
     let at = Timestamp::now();
     let t = Instant::now();
     for (i, id) in pool.iter().cycle().take(n).enumerate() {
