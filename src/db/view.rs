@@ -362,11 +362,12 @@ impl View {
 
     /// Starts applying `change` to the unpublished copy on the catch-up
     /// thread (after the catch-up in flight, which writes the same copy),
-    /// while the writer encodes, writes and syncs the batch; [`View::publish_early`] publishes
-    /// it once the sync returned, [`View::discard_early`] undoes it if the
-    /// write or the sync failed. Readers never see the copy before it is published.
-    /// False (nothing started) when there is no catch-up thread; the
-    /// caller then syncs and calls [`View::apply`].
+    /// while the writer encodes, writes and syncs the batch;
+    /// [`View::publish_early`] publishes it once the sync returned,
+    /// [`View::discard_early`] undoes it if the write or the sync failed.
+    /// Readers never see the copy before it is published. False (nothing
+    /// started) when there is no catch-up thread; the caller then syncs and
+    /// calls [`View::apply`].
     pub(crate) fn apply_early(&self, change: &SharedChange) -> bool {
         let new = 1 - self.published.load(Ordering::Acquire);
         self.catch_up
@@ -388,10 +389,10 @@ impl View {
         self.publish(old, records, change, published);
     }
 
-    /// Undoes [`View::apply_early`] (its batch's write or sync failed): once that
-    /// apply is done, the unpublished copy becomes a clone of the published
-    /// one again, as it was before. Slow (a whole copy) and only on a
-    /// failed write or sync, after which the log refuses writes anyway.
+    /// Undoes [`View::apply_early`] (its batch's write or sync failed):
+    /// once that apply is done, the unpublished copy becomes a clone of the
+    /// published one again, as it was before. Slow (a whole copy) and only
+    /// on a failed write or sync, after which the log refuses writes anyway.
     pub(crate) fn discard_early(&self) {
         self.catch_up.wait();
         let old = self.published.load(Ordering::Acquire);
