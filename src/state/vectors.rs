@@ -53,6 +53,13 @@ pub fn normalize(v: &[f32]) -> Option<Vec<f32>> {
 /// independent accumulators over fixed chunks of eight (`as_chunks`, the
 /// array form of `chunks_exact`), so the inner loop has no bounds checks and
 /// no dependency chain through one sum.
+///
+/// The accumulators are summed in order at the end. That order decides the
+/// loop's code: a pairwise sum (`(acc[0] + acc[4]) + ...`) led LLVM to
+/// shuffle every chunk into the pairs' lanes inside the loop, and a scan of
+/// 100k x 128 took 2.2-2.4 ms against 1.6-1.7 ms summed in order (a
+/// standalone loop over the same data, `rustc -C opt-level=3`, three rounds
+/// each); W6's exact search read 1.29x the harness's plain scan before.
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, ra) = a.as_chunks::<8>();
@@ -66,7 +73,7 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     for (x, y) in ra.iter().zip(rb) {
         tail += x * y;
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Embeddings of items and creators, one dimension per database.
