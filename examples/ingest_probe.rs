@@ -10,6 +10,9 @@ fn main() {
     if mode == "replay" {
         return replay();
     }
+    if mode == "group" {
+        return group();
+    }
     let n: usize = std::env::args().nth(2).map_or(500, |s| s.parse().unwrap());
     let durability = if mode == "periodic" {
         Durability::Periodic(Duration::from_millis(100))
@@ -105,6 +108,37 @@ fn single(mode: &str) {
     println!(
         "{mode}: {n} writes in {el:?}: {:.0} writes/s",
         n as f64 / el.as_secs_f64()
+    );
+}
+
+/// W2's group commit in its steady state: `group [threads] [writes]`
+/// threads (32) each make that many (1,000) single-signal `Sync` writes.
+fn group() {
+    let arg = |i: usize, d: usize| std::env::args().nth(i).map_or(d, |s| s.parse().unwrap());
+    let (threads, per) = (arg(2, 32), arg(3, 1000));
+    let dir = common::tempdir();
+    let db = TidalDb::open(common::config(dir.path(), Durability::Sync, 8)).unwrap();
+    let at = Timestamp::now();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for th in 0..threads {
+            let db = &db;
+            s.spawn(move || {
+                for i in 0..per {
+                    let id = tidal::EntityId((th * per + i) as u64);
+                    db.signal(common::TYPES[i % common::TYPES.len()], id, 1.0, at)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let el = t.elapsed();
+    let st = db.status();
+    println!(
+        "group: {threads} threads x {per} writes: {:.0} writes/s, {:.1} writes per batch, fsync mean {} us",
+        (threads * per) as f64 / el.as_secs_f64(),
+        (threads * per) as f64 / st.batches as f64,
+        st.fsync_mean_us
     );
 }
 

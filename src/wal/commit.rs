@@ -9,20 +9,38 @@
 //! written before batch N's sync returns. The queue is bounded: a full
 //! queue makes writers wait instead of growing memory.
 //!
-//! Each waiting writer parks its own thread, and is woken only when its
-//! result is published, or when it heads the queue as the group before
-//! ends (to lead the next one). One condvar for all used to wake every
-//! waiting writer twice per group (at the publish and at the hand-over),
-//! most of them to find nothing and sleep again. W2 with 32 writers
-//! (`compare --only W2 --no-peers`, alternating builds, two runs each):
-//! 35.7-39.2k writes/s in 192-194 groups before, 39.7-41.2k in 161-171
-//! after (6.0-6.4x and 6.8-7.3x the one-writer rate of the same runs).
-//! The rest of the gap to 20x is each writer's own wake-up: 32 threads
-//! on 2 cores, one wake-up and one sleep per write.
+//! Waiting writers sleep on one of two condvars, by the group they wait
+//! for: group `n`'s writers on `groups[n % 2]`. Groups run one at a time,
+//! so while group `n` is processed its writers wait on one condvar and the
+//! writers queued for group `n + 1` on the other. Publishing a group's
+//! results wakes its writers with one `notify_all` (one system call), and
+//! the hand-over wakes one writer of the next group with `notify_one`:
+//! any writer that finds no group running leads the next one, whoever
+//! heads the queue. A writer handed the lead may find that a newcomer took
+//! it, and its request with it; it then waits for that group, which is the
+//! one running (its ticket is among the group's `unpublished`).
+//!
+//! History. One condvar for all woke every waiting writer twice per group
+//! (at the publish and at the hand-over), most of them to find nothing
+//! and sleep again. Parking each writer alone, woken by its own `unpark`,
+//! took W2 with 32 writers from 6.0-6.4x to 6.8-7.3x the one-writer rate,
+//! but the leader then made one system call per writer of its group before
+//! it handed over (a group of 20: 20 wake-ups of about 8 us each on this
+//! guest, phase timers in `submit`). With the two condvars, 32 writers of
+//! 1,000 writes each (`ingest_probe group`, alternating builds, three runs
+//! each): 67.6-76.5k writes/s in groups of 25.5-27.8 before, 76.0-92.4k in
+//! groups of 28.9-30.4 after, fsync means 161-190 us (an earlier run on a
+//! faster disk, fsync means 102-131 us: 92-115k before, 123-130k after).
+//! One writer alone pays nothing for it: a condvar nobody waits on is not
+//! notified (`single`, `single-wb`: equal within the runs' spread).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::Thread;
+
+/// Which of `GroupCommit::groups` the writers of group `n` wait on.
+fn parity(n: u64) -> usize {
+    (n % 2) as usize
+}
 
 /// A queued request knows how many log records it will take.
 pub(crate) trait Weighted {
@@ -43,9 +61,13 @@ struct Shared<Req, Resp> {
     results: HashMap<Ticket, Resp>,
     next_ticket: Ticket,
     busy: bool,
-    /// Parked writers by ticket: each is unparked alone, when its result
-    /// is published or when it heads the queue as a group ends.
-    parked: HashMap<Ticket, Thread>,
+    /// Groups taken so far: the group being processed is `taken - 1`, and
+    /// a writer queued now waits for group `taken` (or a later one).
+    taken: u64,
+    /// Writers waiting on each of `GroupCommit::groups`: a condvar with
+    /// none is not notified (std's notify is a system call even then, a
+    /// cost a lone writer would pay on every write).
+    waiting: [usize; 2],
     /// Writers blocked in `space.wait` for room in the queue, counted the
     /// same way. They have their own condvar: freeing queue space when a
     /// group is taken used to wake every writer waiting for a result.
@@ -58,6 +80,8 @@ struct Shared<Req, Resp> {
 #[derive(Debug)]
 pub(crate) struct GroupCommit<S, Req, Resp> {
     shared: Mutex<Shared<Req, Resp>>,
+    /// Writers waiting for group `n` wait on `groups[n % 2]` (module docs).
+    groups: [Condvar; 2],
     space: Condvar,
     committer: Mutex<S>,
     depth: usize,
@@ -68,23 +92,22 @@ pub(crate) struct GroupCommit<S, Req, Resp> {
 /// has finished its bookkeeping for the group).
 pub(crate) struct Publisher<'a, S, Req, Resp> {
     gc: &'a GroupCommit<S, Req, Resp>,
+    /// The group's number.
+    group: u64,
 }
 
 impl<S, Req, Resp> Publisher<'_, S, Req, Resp> {
     /// Publishes results and wakes their writers.
     pub(crate) fn publish(&self, results: impl IntoIterator<Item = (Ticket, Resp)>) {
         let mut g = self.gc.lock_shared();
-        let mut wake = Vec::new();
         for (t, r) in results {
             g.unpublished.remove(&t);
-            if let Some(thread) = g.parked.get(&t) {
-                wake.push(thread.clone());
-            }
             g.results.insert(t, r);
         }
+        let waiting = g.waiting[parity(self.group)] > 0;
         drop(g);
-        for thread in wake {
-            thread.unpark();
+        if waiting {
+            self.gc.groups[parity(self.group)].notify_all();
         }
     }
 }
@@ -94,20 +117,27 @@ impl<S, Req, Resp> GroupCommit<S, Req, Resp> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Parks the writer of `ticket` until it is unparked (or wakes
-    /// spuriously; callers check again). It registers under the lock it
-    /// checked under, so a result or hand-over after that unparks it, and
-    /// an unpark that comes before `park` makes `park` return at once.
-    fn wait(
-        &self,
-        mut g: MutexGuard<'_, Shared<Req, Resp>>,
+    /// Waits until the group of `ticket` publishes, or (while it is
+    /// queued) until the next group to be taken ends or is handed over;
+    /// or spuriously: callers check again. It waits under the lock it
+    /// checked under, so a notification after that check reaches it.
+    fn wait<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, Shared<Req, Resp>>,
         ticket: Ticket,
-    ) -> MutexGuard<'_, Shared<Req, Resp>> {
-        g.parked.insert(ticket, std::thread::current());
-        drop(g);
-        std::thread::park();
-        let mut g = self.lock_shared();
-        g.parked.remove(&ticket);
+    ) -> MutexGuard<'a, Shared<Req, Resp>> {
+        // Groups run one at a time: a taken ticket is in the last one.
+        let group = if g.unpublished.contains(&ticket) {
+            g.taken - 1
+        } else {
+            g.taken
+        };
+        let p = parity(group);
+        g.waiting[p] += 1;
+        let mut g = self.groups[p]
+            .wait(g)
+            .unwrap_or_else(PoisonError::into_inner);
+        g.waiting[p] -= 1;
         g
     }
 }
@@ -123,10 +153,12 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
                 results: HashMap::new(),
                 next_ticket: 0,
                 busy: false,
-                parked: HashMap::new(),
+                taken: 0,
+                waiting: [0; 2],
                 space_waiting: 0,
                 unpublished: HashSet::new(),
             }),
+            groups: [Condvar::new(), Condvar::new()],
             space: Condvar::new(),
             committer: Mutex::new(state),
             depth: depth.max(1),
@@ -178,19 +210,28 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
             }
             if !g.busy {
                 g.busy = true;
+                let number = g.taken;
+                g.taken += 1;
                 let group = self.take_group(&mut g);
                 let room = g.space_waiting > 0;
                 drop(g);
                 if room {
                     self.space.notify_all();
                 }
-                let guard = GroupGuard { gc: self, missing };
+                let guard = GroupGuard {
+                    gc: self,
+                    missing,
+                    group: number,
+                };
                 {
                     let mut c = self
                         .committer
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner);
-                    let publisher = Publisher { gc: self };
+                    let publisher = Publisher {
+                        gc: self,
+                        group: number,
+                    };
                     process(&mut c, group, &publisher);
                 }
                 drop(guard);
@@ -225,28 +266,33 @@ impl<S, Req: Weighted, Resp> GroupCommit<S, Req, Resp> {
 struct GroupGuard<'a, S, Req, Resp> {
     gc: &'a GroupCommit<S, Req, Resp>,
     missing: &'a dyn Fn() -> Resp,
+    /// The group's number.
+    group: u64,
 }
 
 impl<S, Req, Resp> Drop for GroupGuard<'_, S, Req, Resp> {
     fn drop(&mut self) {
         let mut g = self.gc.lock_shared();
         g.busy = false;
-        let mut wake = Vec::new();
         // Only tickets never published: a writer that already took its
         // result must not get a second one, which would stay in `results`
         // for good (a leak under concurrency, found by the test below).
+        let missing = !g.unpublished.is_empty();
         for t in std::mem::take(&mut g.unpublished) {
             g.results.insert(t, (self.missing)());
-            wake.extend(g.parked.get(&t).cloned());
         }
-        // The writer heading the queue leads the next group; one that is
-        // not parked sees `busy` cleared when it next looks.
-        if let Some((t, _)) = g.queue.front() {
-            wake.extend(g.parked.get(t).cloned());
-        }
+        let (this, next) = (parity(self.group), parity(g.taken));
+        let wake_this = missing && g.waiting[this] > 0;
+        let wake_next = !g.queue.is_empty() && g.waiting[next] > 0;
         drop(g);
-        for thread in wake {
-            thread.unpark();
+        if wake_this {
+            self.gc.groups[this].notify_all();
+        }
+        // One writer waiting for the next group leads it; one that is not
+        // waiting sees `busy` cleared when it next looks. Writers of this
+        // group that did not fit in it were woken with their group.
+        if wake_next {
+            self.gc.groups[next].notify_one();
         }
     }
 }
@@ -345,6 +391,45 @@ mod tests {
         assert_eq!(gc.queue_depth(), 0);
         let g = gc.lock_shared();
         assert!(g.results.is_empty(), "{} results left", g.results.len());
+    }
+
+    #[test]
+    fn a_writer_whose_request_another_leader_took_is_woken_by_its_group() {
+        // Bursts of a few writes each, every burst waited for with a
+        // deadline: a writer handed the lead may find that a newcomer
+        // took it, and its request with it, before it ran; it must then
+        // wait for that group's results, not for the group after, which
+        // never comes once the burst's last group is done. Waiting on
+        // the wrong group's condvar hung within the first bursts.
+        let gc = Arc::new(GroupCommit::<u64, Req, usize>::new(0, 64, 4));
+        for burst in 0..300 {
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            for t in 0..4 {
+                let (gc, done_tx) = (gc.clone(), done_tx.clone());
+                std::thread::spawn(move || {
+                    for i in 0..3 {
+                        let v = t * 10 + i;
+                        let r = gc.submit(
+                            Req(v),
+                            &|groups: &mut u64, group, p| {
+                                *groups += 1;
+                                std::thread::yield_now();
+                                p.publish(group.into_iter().map(|(t, r)| (t, r.0)));
+                                std::thread::yield_now();
+                            },
+                            &|| usize::MAX,
+                        );
+                        assert_eq!(r, v);
+                    }
+                    let _ = done_tx.send(());
+                });
+            }
+            for _ in 0..4 {
+                done_rx
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .unwrap_or_else(|_| panic!("burst {burst}: a writer never got its result"));
+            }
+        }
     }
 
     #[test]
