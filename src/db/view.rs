@@ -278,7 +278,7 @@ fn spin_recv<T>(rx: &Receiver<T>) -> Option<T> {
 impl View {
     /// A view publishing `state`.
     pub(crate) fn new(state: State) -> View {
-        let other = state.clone();
+        let other = state.clone_on_threads();
         let copies = Arc::new([RwLock::new(state), RwLock::new(other)]);
         View {
             catch_up: CatchUp::new(&copies),

@@ -20,6 +20,7 @@ mod ann_tests;
 mod ann_train;
 #[cfg(test)]
 mod apply_measure;
+mod clone_threads;
 #[cfg(test)]
 mod copy_tests;
 pub(crate) mod decay;

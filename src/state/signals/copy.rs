@@ -1,10 +1,31 @@
 //! A snapshot's copy of the store, slice by slice while the writer goes on
 //! (`ScoreTable::begin_copy`).
 
+use std::thread::Scope;
+
 use super::{SignalStore, TypeState};
+use crate::state::clone_threads::Part;
 use crate::state::score_table::TableBuffer;
 
 impl SignalStore {
+    /// Starts cloning each type on a thread of its own in `scope`
+    /// (`state::clone_threads`); the returned function gathers the clone.
+    pub(crate) fn clone_on<'s>(
+        &'s self,
+        scope: &'s Scope<'s, '_>,
+    ) -> impl FnOnce() -> SignalStore + 's {
+        let types: Vec<Part<'s, TypeState>> = self
+            .types
+            .iter()
+            .map(|t| Part::clone_of(scope, t))
+            .collect();
+        move || SignalStore {
+            types: types.into_iter().map(Part::join).collect(),
+            landmark_half_lives: self.landmark_half_lives,
+            score_floor: self.score_floor,
+        }
+    }
+
     /// Starts a snapshot's copy slice by slice (`ScoreTable::begin_copy`):
     /// the store as it is now, and for each type whether its slots are
     /// still to come from [`Self::finish_copy`].
