@@ -90,7 +90,16 @@
 //! replays the log after the snapshot on two threads, one reading and
 //! decoding, one applying, with runs of signal-only batches applied one
 //! thread per signal type; the state is bit for bit the batch-by-batch
-//! one (`state::replay`).
+//! one (`state::replay`). The open then clones the state into the read
+//! view's second copy with a thread per signal type (`state::clone_threads`).
+//!
+//! A known cost: a signal type's score table grows by 1.5x, at a load of
+//! 0.8, in one step (an allocation, and every entry placed again), and
+//! writes wait for it while reads go on from the other copy. One growth of
+//! a 1.5M-entry table to 3.0M slots took 94-122 ms here, the other copy's
+//! catching up 60 ms more (BENCHMARKS.md, the ninth session's run): the
+//! longest write stall left, rare (each table size is passed once), and
+//! growing with the table. Growing incrementally would remove it.
 //!
 //! Checkpoints (`checkpoint`, and in the background every
 //! `Config::snapshot_every_bytes` of log) keep writes flowing. Decision:
