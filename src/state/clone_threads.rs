@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::thread::{Scope, ScopedJoinHandle};
 
 use super::State;
+use super::signals::SignalStore;
+use super::vectors::VectorStore;
 
 /// A part being cloned: on a thread of its own, or already here.
 pub(super) enum Part<'s, T> {
@@ -72,19 +74,31 @@ impl State {
         std::thread::scope(|scope| {
             let vectors = Part::clone_of(scope, &self.vectors);
             let signals = self.signals.clone_on(scope);
-            State {
-                params: Arc::clone(&self.params),
-                entities: self.entities.clone(),
-                sessions: self.sessions.clone(),
-                merged: self.merged.clone(),
-                idempotency: self.idempotency.clone(),
-                epochs: self.epochs.clone(),
-                applied: self.applied,
-                last_hlc: self.last_hlc,
-                signals: signals(),
-                vectors: vectors.join(),
-            }
+            self.with_parts(signals, || vectors.join())
         })
+    }
+
+    /// A clone of this state's smaller parts, then the signals and the
+    /// vector store `signals` and `vectors` give, called in that order
+    /// (a snapshot's copy, and the threaded clone, which gathers its
+    /// threads' parts last).
+    pub(super) fn with_parts(
+        &self,
+        signals: impl FnOnce() -> SignalStore,
+        vectors: impl FnOnce() -> VectorStore,
+    ) -> State {
+        State {
+            params: Arc::clone(&self.params),
+            entities: self.entities.clone(),
+            sessions: self.sessions.clone(),
+            merged: self.merged.clone(),
+            idempotency: self.idempotency.clone(),
+            epochs: self.epochs.clone(),
+            applied: self.applied,
+            last_hlc: self.last_hlc,
+            signals: signals(),
+            vectors: vectors(),
+        }
     }
 }
 

@@ -170,18 +170,7 @@ impl State {
     pub(crate) fn begin_copy(&self, buffers: Vec<score_table::TableBuffer>) -> PartialCopy {
         let (signals, pending) = self.signals.begin_copy(buffers);
         PartialCopy {
-            state: State {
-                params: self.params.clone(),
-                signals,
-                entities: self.entities.clone(),
-                vectors: self.vectors.clone(),
-                sessions: self.sessions.clone(),
-                merged: self.merged.clone(),
-                idempotency: self.idempotency.clone(),
-                epochs: self.epochs.clone(),
-                applied: self.applied,
-                last_hlc: self.last_hlc,
-            },
+            state: self.with_parts(|| signals, || self.vectors.clone()),
             pending,
         }
     }
